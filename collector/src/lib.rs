@@ -1,0 +1,13 @@
+//! Egress collector: export datagrams in, rows in ClickHouse out.
+//!
+//! The stages, in data-flow order:
+//! [`listener`] (UDP datagrams in) → [`decode`] (NetFlow v5/v9, IPFIX, sFlow; pure) →
+//! [`normalise`] (one record shape) → [`enrich`] (sampling from config) → [`batch`] →
+//! [`sink`] (ClickHouse, or null). [`pipeline`] owns the wiring and the shutdown order.
+//! Around them: [`config`], [`metrics`], [`capture`] (pcap files, for `egress decode`) and
+//! [`simulate`] (virtual exporters).
+
+pub mod capture;
+pub mod config;
+pub mod decode;
+pub mod normalise;

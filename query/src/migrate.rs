@@ -1,0 +1,1 @@
+//! Version-aware schema migrations. (Skeleton: being written.)

@@ -1,0 +1,279 @@
+//! The storage contract: every ClickHouse table Egress writes, its row struct and its DDL.
+//!
+//! Rows are serialised by the `clickhouse` crate as RowBinary. The row structs are chosen so that
+//! one struct fits both server generations Egress supports:
+//! - addresses are 16 bytes on the wire, which is both `IPv6` (current servers) and
+//!   `FixedString(16)` (ClickHouse 18.x); IPv4 is stored IPv4-mapped (`::ffff:a.b.c.d`);
+//! - times are `DateTime` (seconds, UTC), a `u32` on the wire, which every version has;
+//! - enumerations are `Enum8`, an `i8` on the wire.
+//!
+//! The DDL per server generation lives in [`crate::migrate`]; the column reference for users is
+//! `docs/schema.md`, and the tests check that every column of every table is documented there.
+
+use std::net::{IpAddr, Ipv6Addr};
+
+use clickhouse::Row;
+use serde::{Deserialize, Serialize};
+use serde_repr::{Deserialize_repr, Serialize_repr};
+
+/// Name of the flow table.
+pub const FLOWS_TABLE: &str = "flows";
+/// Name of the per-exporter, per-minute accounting table.
+pub const EXPORTER_STATS_TABLE: &str = "exporter_stats";
+/// Name of the interface counter table (sFlow counter samples).
+pub const INTERFACE_COUNTERS_TABLE: &str = "interface_counters";
+
+/// The export protocol a record came from. Stored as `Enum8` in `flows.flow_type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize_repr, Deserialize_repr)]
+#[repr(i8)]
+pub enum FlowType {
+    /// Only in `exporter_stats`: datagrams whose protocol could not be recognised.
+    Unknown = 0,
+    Netflow5 = 1,
+    Netflow9 = 2,
+    Ipfix = 3,
+    Sflow5 = 4,
+}
+
+impl FlowType {
+    /// Every value, in `Enum8` order.
+    pub const ALL: [FlowType; 5] = [Self::Unknown, Self::Netflow5, Self::Netflow9, Self::Ipfix, Self::Sflow5];
+
+    /// The name stored in ClickHouse and printed by `egress decode`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unknown => "unknown",
+            Self::Netflow5 => "netflow5",
+            Self::Netflow9 => "netflow9",
+            Self::Ipfix => "ipfix",
+            Self::Sflow5 => "sflow5",
+        }
+    }
+}
+
+/// Where a record's `sampling_rate` came from. Stored as `Enum8` in `flows.sampling_source`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize_repr, Deserialize_repr)]
+#[repr(i8)]
+pub enum SamplingSource {
+    /// No rate known; `sampling_rate` is 1 and volumes are as exported.
+    Unknown = 0,
+    /// NetFlow v5 header `sampling_interval` (mode bits masked).
+    Header = 1,
+    /// NetFlow v9 / IPFIX options data (sampler or selector tables).
+    Options = 2,
+    /// A sampling field inside the data record itself.
+    Record = 3,
+    /// sFlow's per-sample `sampling_rate`.
+    Sflow = 4,
+    /// The exporter's `sampling.default` from the configuration (the export said nothing).
+    ConfigDefault = 5,
+    /// The exporter's `sampling.override` from the configuration (wins over the export).
+    ConfigOverride = 6,
+}
+
+impl SamplingSource {
+    /// Every value, in `Enum8` order.
+    pub const ALL: [SamplingSource; 7] = [
+        Self::Unknown,
+        Self::Header,
+        Self::Options,
+        Self::Record,
+        Self::Sflow,
+        Self::ConfigDefault,
+        Self::ConfigOverride,
+    ];
+
+    /// The name stored in ClickHouse and printed by `egress decode`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unknown => "unknown",
+            Self::Header => "header",
+            Self::Options => "options",
+            Self::Record => "record",
+            Self::Sflow => "sflow",
+            Self::ConfigDefault => "config_default",
+            Self::ConfigOverride => "config_override",
+        }
+    }
+}
+
+/// Flow direction as exported (NetFlow v9/IPFIX element 61, sFlow from the interface fields).
+/// Stored as `Enum8` in `flows.direction`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize_repr, Deserialize_repr)]
+#[repr(i8)]
+pub enum Direction {
+    #[default]
+    Unknown = 0,
+    Ingress = 1,
+    Egress = 2,
+}
+
+impl Direction {
+    /// Every value, in `Enum8` order.
+    pub const ALL: [Direction; 3] = [Self::Unknown, Self::Ingress, Self::Egress];
+
+    /// The name stored in ClickHouse.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unknown => "unknown",
+            Self::Ingress => "ingress",
+            Self::Egress => "egress",
+        }
+    }
+}
+
+/// Renders an enum's values as the body of a ClickHouse `Enum8(...)` type.
+pub fn enum8_body<T: Copy>(values: &[T], name: impl Fn(T) -> &'static str, code: impl Fn(T) -> i8) -> String {
+    values
+        .iter()
+        .map(|v| format!("'{}' = {}", name(*v), code(*v)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Maps any address to the 16-byte form stored in ClickHouse (IPv4 becomes `::ffff:a.b.c.d`).
+pub fn to_v6(addr: IpAddr) -> Ipv6Addr {
+    match addr {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+        IpAddr::V6(v6) => v6,
+    }
+}
+
+/// The inverse of [`to_v6`] for display: IPv4-mapped addresses print as IPv4.
+pub fn from_v6(addr: Ipv6Addr) -> IpAddr {
+    match addr.to_ipv4_mapped() {
+        Some(v4) => IpAddr::V4(v4),
+        None => IpAddr::V6(addr),
+    }
+}
+
+/// One flow record, as stored in `flows`. Field order is column order.
+///
+/// `bytes` and `packets` are as exported (sampled); the volume on the wire is
+/// `bytes * sampling_rate`. Unknown numeric fields are 0 (ClickHouse defaults), except
+/// `sampling_rate`, which is 1 when unknown so that the product is always the exported volume.
+#[derive(Debug, Clone, PartialEq, Eq, Row, Serialize, Deserialize)]
+pub struct FlowRow {
+    /// Collector clock when the datagram arrived, Unix seconds.
+    pub time_received: u32,
+    /// Flow start, Unix seconds (exporter clock), or `time_received` when not exported.
+    pub time_flow_start: u32,
+    /// Flow end, Unix seconds (exporter clock), or `time_received` when not exported.
+    pub time_flow_end: u32,
+    pub exporter_address: Ipv6Addr,
+    /// NetFlow v9 source id, IPFIX observation domain id, sFlow sub-agent id; 0 for v5.
+    pub observation_domain: u32,
+    pub flow_type: FlowType,
+    pub sampling_rate: u64,
+    pub sampling_source: SamplingSource,
+    pub src_addr: Ipv6Addr,
+    pub dst_addr: Ipv6Addr,
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub proto: u8,
+    pub bytes: u64,
+    pub packets: u64,
+    pub in_if: u32,
+    pub out_if: u32,
+    pub src_as: u32,
+    pub dst_as: u32,
+    pub src_mask: u8,
+    pub dst_mask: u8,
+    pub next_hop: Ipv6Addr,
+    pub tcp_flags: u8,
+    pub tos: u8,
+    pub vlan: u16,
+    /// EtherType of the flow's network layer: 0x0800 IPv4, 0x86dd IPv6, 0 unknown.
+    pub etype: u16,
+    pub direction: Direction,
+}
+
+impl FlowRow {
+    /// An empty record for `exporter` received at `time_received`; decoders fill in the rest.
+    pub fn new(exporter: IpAddr, time_received: u32, flow_type: FlowType) -> Self {
+        Self {
+            time_received,
+            time_flow_start: time_received,
+            time_flow_end: time_received,
+            exporter_address: to_v6(exporter),
+            observation_domain: 0,
+            flow_type,
+            sampling_rate: 1,
+            sampling_source: SamplingSource::Unknown,
+            src_addr: Ipv6Addr::UNSPECIFIED,
+            dst_addr: Ipv6Addr::UNSPECIFIED,
+            src_port: 0,
+            dst_port: 0,
+            proto: 0,
+            bytes: 0,
+            packets: 0,
+            in_if: 0,
+            out_if: 0,
+            src_as: 0,
+            dst_as: 0,
+            src_mask: 0,
+            dst_mask: 0,
+            next_hop: Ipv6Addr::UNSPECIFIED,
+            tcp_flags: 0,
+            tos: 0,
+            vlan: 0,
+            etype: 0,
+            direction: Direction::Unknown,
+        }
+    }
+}
+
+/// One interface counter sample (sFlow generic interface counters), as stored in
+/// `interface_counters`. Counters are the device's running totals, not deltas.
+#[derive(Debug, Clone, PartialEq, Eq, Row, Serialize, Deserialize)]
+pub struct InterfaceCounterRow {
+    pub time_received: u32,
+    pub exporter_address: Ipv6Addr,
+    /// sFlow agent address (may differ from the datagram's source address).
+    pub agent_address: Ipv6Addr,
+    pub sub_agent_id: u32,
+    pub sequence_number: u32,
+    pub if_index: u32,
+    pub if_type: u32,
+    /// Interface speed in bit/s.
+    pub if_speed: u64,
+    /// 0 unknown, 1 full duplex, 2 half duplex, 3 in, 4 out (sFlow `ifDirection`).
+    pub if_direction: u32,
+    /// Bit 0 admin up, bit 1 oper up (sFlow `ifStatus`).
+    pub if_status: u32,
+    pub in_octets: u64,
+    pub in_ucast_pkts: u32,
+    pub in_multicast_pkts: u32,
+    pub in_broadcast_pkts: u32,
+    pub in_discards: u32,
+    pub in_errors: u32,
+    pub in_unknown_protos: u32,
+    pub out_octets: u64,
+    pub out_ucast_pkts: u32,
+    pub out_multicast_pkts: u32,
+    pub out_broadcast_pkts: u32,
+    pub out_discards: u32,
+    pub out_errors: u32,
+    pub promiscuous_mode: u32,
+}
+
+/// Per exporter, observation domain and minute: what the collector received and decoded, as
+/// stored in `exporter_stats`. One collector may write several rows for the same minute (one per
+/// flush); sum them.
+#[derive(Debug, Clone, PartialEq, Eq, Row, Serialize, Deserialize)]
+pub struct ExporterStatsRow {
+    /// Start of the minute, Unix seconds.
+    pub minute: u32,
+    pub exporter_address: Ipv6Addr,
+    pub observation_domain: u32,
+    pub flow_type: FlowType,
+    pub datagrams: u64,
+    pub records: u64,
+    /// Records the exporter's sequence numbers say were sent but never arrived.
+    pub records_lost: u64,
+    /// Decode errors in this minute, by kind (parallel to `decode_error_counts`).
+    pub decode_error_kinds: Vec<String>,
+    pub decode_error_counts: Vec<u64>,
+    /// Templates known for this exporter and domain at the end of the minute.
+    pub templates_known: u32,
+}

@@ -1,0 +1,3 @@
+//! The `egress` binary: CLI parsing and wiring only. (Skeleton: being written.)
+
+fn main() {}
