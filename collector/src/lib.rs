@@ -10,4 +10,5 @@
 pub mod capture;
 pub mod config;
 pub mod decode;
+pub mod decode_file;
 pub mod normalise;
