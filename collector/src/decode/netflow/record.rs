@@ -1,0 +1,351 @@
+//! One NetFlow v9 / IPFIX data record → one [`FlowRecord`], or one options data record → a
+//! sampling rate.
+//!
+//! In: the template's field layout and the record's bytes, walked field by field by
+//! [`super::FieldWalker`]. Out: a [`FlowRecord`] plus what the record said about sampling
+//! ([`RecordSampling`]); the caller resolves the final rate against the options data it knows.
+//!
+//! Information elements are read by number (RFC 7012 / IANA registry; NetFlow v9 uses the same
+//! numbers for the fields read here, RFC 3954 §8). Integers may be exported with reduced size
+//! (RFC 7011 §6.2), so every integer is read from whatever width 1..=8 bytes the template
+//! gives; an element of an unexpected width is ignored rather than misread.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use crate::normalise::{Direction, FlowRecord};
+
+use super::{FieldSpec, MessageHeader};
+
+/// Seconds between the NTP epoch (1900) and the Unix epoch (1970).
+const NTP_UNIX_OFFSET: u64 = 2_208_988_800;
+
+/// Big-endian unsigned integer of 1 to 8 bytes; `None` for any other width.
+pub(super) fn be_uint(bytes: &[u8]) -> Option<u64> {
+    if bytes.is_empty() || bytes.len() > 8 {
+        return None;
+    }
+    Some(bytes.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b)))
+}
+
+fn be_u32(bytes: &[u8]) -> Option<u32> {
+    be_uint(bytes).map(|v| u32::try_from(v).unwrap_or(u32::MAX))
+}
+
+fn be_u16(bytes: &[u8]) -> Option<u16> {
+    be_uint(bytes).map(|v| u16::try_from(v).unwrap_or(u16::MAX))
+}
+
+/// Low byte of an integer field (TCP flags are 1 byte in v9 and 2 bytes in IPFIX).
+fn low_u8(bytes: &[u8]) -> Option<u8> {
+    be_uint(bytes).map(|v| (v & 0xff) as u8)
+}
+
+fn ipv4(bytes: &[u8]) -> Option<Ipv6Addr> {
+    let octets: [u8; 4] = bytes.try_into().ok()?;
+    Some(Ipv4Addr::from(octets).to_ipv6_mapped())
+}
+
+fn ipv6(bytes: &[u8]) -> Option<Ipv6Addr> {
+    let octets: [u8; 16] = bytes.try_into().ok()?;
+    Some(Ipv6Addr::from(octets))
+}
+
+/// Unix seconds from a sysUpTime-relative timestamp (NetFlow v5/v9 first/last switched):
+/// the export header says that at `export_unix_ms` the device's uptime was `sys_up_time_ms`.
+///
+/// The difference is taken modulo 2^32 and read as signed, so an uptime counter that wrapped
+/// between the flow and the export still gives a recent time, and a flow stamped slightly after
+/// the header's uptime (exporters that sample the clock twice) lands slightly after the export
+/// time instead of 49 days earlier.
+pub(super) fn uptime_to_unix(export_unix_ms: u64, sys_up_time_ms: u32, switched_ms: u32) -> u32 {
+    let age_ms = i64::from(sys_up_time_ms.wrapping_sub(switched_ms) as i32);
+    let unix_ms = i64::try_from(export_unix_ms).unwrap_or(i64::MAX).saturating_sub(age_ms);
+    u32::try_from(unix_ms.max(0) / 1000).unwrap_or(u32::MAX)
+}
+
+/// Unix seconds from the seconds part of an NTP timestamp (dateTimeMicroseconds/Nanoseconds).
+fn ntp_to_unix(bytes: &[u8]) -> Option<u32> {
+    let seconds = be_uint(bytes.get(..4)?)?;
+    u32::try_from(seconds.checked_sub(NTP_UNIX_OFFSET)?).ok()
+}
+
+fn secs_u32(seconds: u64) -> u32 {
+    u32::try_from(seconds).unwrap_or(u32::MAX)
+}
+
+/// What a data record said about its own sampling.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) struct RecordSampling {
+    /// A rate carried in the record itself (34, 50, 305+306, 309+310).
+    pub rate: Option<u64>,
+    /// The sampler (48) or selector (302) the record names.
+    pub sampler_id: Option<u64>,
+}
+
+/// Sampling elements of one record (flow or options data), turned into one rate.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct SamplingFields {
+    sampling_interval: Option<u64>,
+    sampler_random_interval: Option<u64>,
+    packet_interval: Option<u64>,
+    packet_space: Option<u64>,
+    sampling_size: Option<u64>,
+    sampling_population: Option<u64>,
+    sampler_id: Option<u64>,
+    selector_id: Option<u64>,
+}
+
+impl SamplingFields {
+    /// Takes the element if it is a sampling element; returns whether it was one.
+    pub(super) fn take_element(&mut self, id: u16, value: &[u8]) -> bool {
+        let slot = match id {
+            34 => &mut self.sampling_interval,
+            50 => &mut self.sampler_random_interval,
+            305 => &mut self.packet_interval,
+            306 => &mut self.packet_space,
+            309 => &mut self.sampling_size,
+            310 => &mut self.sampling_population,
+            48 => &mut self.sampler_id,
+            302 => &mut self.selector_id,
+            _ => return false,
+        };
+        *slot = be_uint(value);
+        true
+    }
+
+    /// The rate these elements give: 1 in N packets.
+    ///
+    /// samplingInterval (34) and samplerRandomInterval (50) are N itself; systematic count-based
+    /// sampling (305/306) selects `interval` packets out of every `interval + space`; random
+    /// n-out-of-N (309/310) selects `size` out of `population`. A zero is "not configured".
+    pub(super) fn rate(&self) -> Option<u64> {
+        let nonzero = |v: Option<u64>| v.filter(|v| *v > 0);
+        if let Some(rate) = nonzero(self.sampling_interval).or(nonzero(self.sampler_random_interval)) {
+            return Some(rate);
+        }
+        if let Some(interval) = nonzero(self.packet_interval) {
+            let space = self.packet_space.unwrap_or(0);
+            return Some(interval.saturating_add(space) / interval).filter(|r| *r > 0);
+        }
+        if let (Some(size), Some(population)) = (nonzero(self.sampling_size), nonzero(self.sampling_population)) {
+            return Some(population / size).filter(|r| *r > 0);
+        }
+        None
+    }
+
+    /// The sampler or selector the record names (48 samplerId / v9 FLOW_SAMPLER_ID, 302
+    /// selectorId).
+    pub(super) fn sampler(&self) -> Option<u64> {
+        self.sampler_id.or(self.selector_id)
+    }
+}
+
+/// Accumulates the elements of one data record; [`FlowBuilder::finish`] resolves fallbacks.
+#[derive(Debug, Default)]
+pub(super) struct FlowBuilder {
+    octet_delta: Option<u64>,
+    octet_total: Option<u64>,
+    post_octet_delta: Option<u64>,
+    packet_delta: Option<u64>,
+    packet_total: Option<u64>,
+    post_packet_delta: Option<u64>,
+    proto: Option<u8>,
+    tos: Option<u8>,
+    tcp_flags: Option<u8>,
+    src_port: Option<u16>,
+    dst_port: Option<u16>,
+    src_v4: Option<Ipv6Addr>,
+    dst_v4: Option<Ipv6Addr>,
+    src_v6: Option<Ipv6Addr>,
+    dst_v6: Option<Ipv6Addr>,
+    src_mask_v4: Option<u8>,
+    dst_mask_v4: Option<u8>,
+    src_mask_v6: Option<u8>,
+    dst_mask_v6: Option<u8>,
+    in_if: Option<u32>,
+    out_if: Option<u32>,
+    in_physical: Option<u32>,
+    out_physical: Option<u32>,
+    next_hop_v4: Option<Ipv6Addr>,
+    next_hop_v6: Option<Ipv6Addr>,
+    bgp_next_hop_v4: Option<Ipv6Addr>,
+    bgp_next_hop_v6: Option<Ipv6Addr>,
+    src_as: Option<u32>,
+    dst_as: Option<u32>,
+    vlan_id: Option<u16>,
+    dot1q_vlan: Option<u16>,
+    post_vlan: Option<u16>,
+    direction: Option<u8>,
+    ip_version: Option<u8>,
+    ethernet_type: Option<u16>,
+    icmp_type_code: Option<u16>,
+    icmp_type: Option<u8>,
+    icmp_code: Option<u8>,
+    start_uptime_ms: Option<u32>,
+    end_uptime_ms: Option<u32>,
+    start_absolute: Option<u32>,
+    end_absolute: Option<u32>,
+    start_delta_us: Option<u64>,
+    end_delta_us: Option<u64>,
+    system_init_ms: Option<u64>,
+    pub(super) sampling: SamplingFields,
+}
+
+impl FlowBuilder {
+    /// Takes one element of the record. Enterprise-specific elements are skipped.
+    pub(super) fn take(&mut self, field: &FieldSpec, value: &[u8]) {
+        if field.enterprise != 0 {
+            return;
+        }
+        let id = field.id;
+        if self.sampling.take_element(id, value) {
+            return;
+        }
+        match id {
+            1 => self.octet_delta = be_uint(value),
+            2 => self.packet_delta = be_uint(value),
+            4 => self.proto = low_u8(value),
+            5 => self.tos = low_u8(value),
+            6 => self.tcp_flags = low_u8(value),
+            7 => self.src_port = be_u16(value),
+            8 => self.src_v4 = ipv4(value),
+            9 => self.src_mask_v4 = low_u8(value),
+            10 => self.in_if = be_u32(value),
+            11 => self.dst_port = be_u16(value),
+            12 => self.dst_v4 = ipv4(value),
+            13 => self.dst_mask_v4 = low_u8(value),
+            14 => self.out_if = be_u32(value),
+            15 => self.next_hop_v4 = ipv4(value),
+            16 => self.src_as = be_u32(value),
+            17 => self.dst_as = be_u32(value),
+            18 => self.bgp_next_hop_v4 = ipv4(value),
+            21 => self.end_uptime_ms = be_u32(value),
+            22 => self.start_uptime_ms = be_u32(value),
+            23 => self.post_octet_delta = be_uint(value),
+            24 => self.post_packet_delta = be_uint(value),
+            27 => self.src_v6 = ipv6(value),
+            28 => self.dst_v6 = ipv6(value),
+            29 => self.src_mask_v6 = low_u8(value),
+            30 => self.dst_mask_v6 = low_u8(value),
+            32 | 139 => self.icmp_type_code = be_u16(value),
+            58 => self.vlan_id = be_u16(value),
+            59 => self.post_vlan = be_u16(value),
+            60 => self.ip_version = low_u8(value),
+            61 => self.direction = low_u8(value),
+            62 => self.next_hop_v6 = ipv6(value),
+            63 => self.bgp_next_hop_v6 = ipv6(value),
+            85 => self.octet_total = be_uint(value),
+            86 => self.packet_total = be_uint(value),
+            150 => self.start_absolute = be_u32(value),
+            151 => self.end_absolute = be_u32(value),
+            152 => self.start_absolute = be_uint(value).map(|ms| secs_u32(ms / 1000)),
+            153 => self.end_absolute = be_uint(value).map(|ms| secs_u32(ms / 1000)),
+            154 | 156 => self.start_absolute = ntp_to_unix(value),
+            155 | 157 => self.end_absolute = ntp_to_unix(value),
+            158 => self.start_delta_us = be_uint(value),
+            159 => self.end_delta_us = be_uint(value),
+            160 => self.system_init_ms = be_uint(value),
+            176 | 178 => self.icmp_type = low_u8(value),
+            177 | 179 => self.icmp_code = low_u8(value),
+            243 => self.dot1q_vlan = be_u16(value),
+            252 => self.in_physical = be_u32(value),
+            253 => self.out_physical = be_u32(value),
+            256 => self.ethernet_type = be_u16(value),
+            _ => {}
+        }
+    }
+
+    /// Fills `record` (already stamped with exporter, domain, flow type and `time_received`)
+    /// and returns what the record said about sampling.
+    ///
+    /// ICMP: when the record carries icmpTypeCode (32/139) or icmpType/icmpCode (176-179) and
+    /// the protocol is ICMP or ICMPv6, `dst_port` is `type * 256 + code`, the convention of
+    /// nfdump, Akvorado and Cisco's own v9 export (which puts it in L4_DST_PORT); otherwise the
+    /// exported destination port is kept.
+    pub(super) fn finish(&self, header: &MessageHeader, record: &mut FlowRecord) -> RecordSampling {
+        record.bytes = self.octet_delta.or(self.octet_total).or(self.post_octet_delta).unwrap_or(0);
+        record.packets = self.packet_delta.or(self.packet_total).or(self.post_packet_delta).unwrap_or(0);
+        record.proto = self.proto.unwrap_or(0);
+        record.tos = self.tos.unwrap_or(0);
+        record.tcp_flags = self.tcp_flags.unwrap_or(0);
+        record.src_port = self.src_port.unwrap_or(0);
+        record.dst_port = self.dst_port.unwrap_or(0);
+        if matches!(record.proto, 1 | 58) {
+            let from_parts = self.icmp_type.map(|t| u16::from(t) << 8 | u16::from(self.icmp_code.unwrap_or(0)));
+            if let Some(type_code) = self.icmp_type_code.or(from_parts) {
+                record.dst_port = type_code;
+            }
+        }
+        // Some exporters send both families with the unused one zeroed.
+        let pick = |v4: Option<Ipv6Addr>, v6: Option<Ipv6Addr>| match (v4, v6) {
+            (Some(a), Some(b)) if a == Ipv4Addr::UNSPECIFIED.to_ipv6_mapped() && !b.is_unspecified() => Some(b),
+            (Some(a), _) => Some(a),
+            (None, b) => b,
+        };
+        let src = pick(self.src_v4, self.src_v6);
+        let dst = pick(self.dst_v4, self.dst_v6);
+        record.src_addr = src.unwrap_or(Ipv6Addr::UNSPECIFIED);
+        record.dst_addr = dst.unwrap_or(Ipv6Addr::UNSPECIFIED);
+        let is_v6 = src.or(dst).is_some_and(|a| a.to_ipv4_mapped().is_none());
+        record.src_mask = if is_v6 { self.src_mask_v6.or(self.src_mask_v4) } else { self.src_mask_v4.or(self.src_mask_v6) }
+            .unwrap_or(0);
+        record.dst_mask = if is_v6 { self.dst_mask_v6.or(self.dst_mask_v4) } else { self.dst_mask_v4.or(self.dst_mask_v6) }
+            .unwrap_or(0);
+        record.in_if = self.in_if.or(self.in_physical).unwrap_or(0);
+        record.out_if = self.out_if.or(self.out_physical).unwrap_or(0);
+        record.next_hop = self
+            .next_hop_v4
+            .filter(|a| !is_v6 || self.next_hop_v6.is_none() || *a != Ipv4Addr::UNSPECIFIED.to_ipv6_mapped())
+            .or(self.next_hop_v6)
+            .or(self.bgp_next_hop_v4)
+            .or(self.bgp_next_hop_v6)
+            .unwrap_or(Ipv6Addr::UNSPECIFIED);
+        record.src_as = self.src_as.unwrap_or(0);
+        record.dst_as = self.dst_as.unwrap_or(0);
+        record.vlan = self.vlan_id.or(self.dot1q_vlan).or(self.post_vlan).unwrap_or(0);
+        record.direction = match self.direction {
+            Some(0) => Direction::Ingress,
+            Some(1) => Direction::Egress,
+            _ => Direction::Unknown,
+        };
+        record.etype = match (self.ethernet_type.filter(|t| *t != 0), self.ip_version) {
+            (Some(etype), _) => etype,
+            (None, Some(4)) => 0x0800,
+            (None, Some(6)) => 0x86dd,
+            _ => match src.or(dst) {
+                Some(addr) if addr.to_ipv4_mapped().is_some() => 0x0800,
+                Some(_) => 0x86dd,
+                None => 0,
+            },
+        };
+        let (start, end) = self.times(header);
+        if let Some(start) = start {
+            record.time_flow_start = start;
+        }
+        if let Some(end) = end {
+            record.time_flow_end = end;
+        }
+        RecordSampling { rate: self.sampling.rate(), sampler_id: self.sampling.sampler() }
+    }
+
+    /// Flow start and end, Unix seconds: absolute elements first, then deltas from the export
+    /// time, then sysUpTime-relative elements (v9 header uptime, or IPFIX systemInitTime).
+    fn times(&self, header: &MessageHeader) -> (Option<u32>, Option<u32>) {
+        let from_delta = |delta_us: Option<u64>| {
+            delta_us.map(|us| secs_u32(u64::from(header.export_secs).saturating_sub(us / 1_000_000)))
+        };
+        let from_uptime = |uptime_ms: Option<u32>| {
+            let uptime_ms = uptime_ms?;
+            match (header.sys_up_time_ms, self.system_init_ms) {
+                (_, Some(init_ms)) => Some(secs_u32(init_ms.saturating_add(u64::from(uptime_ms)) / 1000)),
+                (Some(sys_up_time), None) => {
+                    Some(uptime_to_unix(u64::from(header.export_secs) * 1000, sys_up_time, uptime_ms))
+                }
+                (None, None) => None,
+            }
+        };
+        let start = self.start_absolute.or_else(|| from_delta(self.start_delta_us)).or_else(|| from_uptime(self.start_uptime_ms));
+        let end = self.end_absolute.or_else(|| from_delta(self.end_delta_us)).or_else(|| from_uptime(self.end_uptime_ms));
+        (start, end)
+    }
+}

@@ -1,0 +1,1 @@
+//! Unit tests of the NetFlow decoder: hand-built datagrams, one comment per field.
