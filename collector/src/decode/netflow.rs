@@ -219,6 +219,63 @@ fn walk_record(fields: &[FieldSpec], input: &[u8], mut visit: impl FnMut(&FieldS
     Some(at)
 }
 
+/// Reads the template records of a template or options template set (with its 4-byte set
+/// header) straight from the bytes: (template id, fields, is options template). Stops at the
+/// first record that does not fit (the rest is padding or a cut record).
+///
+/// Only a fallback for templates `netflow_parser` refuses; see `read_templates`.
+fn raw_templates(protocol: FlowTypeKey, set: &[u8]) -> Vec<(u16, Vec<FieldSpec>, bool)> {
+    let Some(set_id) = read_u16(set, 0) else {
+        return Vec::new();
+    };
+    let is_options = matches!((protocol, set_id), (FlowTypeKey::Netflow9, 1) | (FlowTypeKey::Ipfix, 3));
+    let mut templates = Vec::new();
+    let mut at = SET_HEADER_LEN;
+    while let Some(template) = raw_template(protocol, is_options, set, &mut at) {
+        templates.push(template);
+    }
+    templates
+}
+
+/// One template record at `*at`, advancing `*at` past it.
+fn raw_template(protocol: FlowTypeKey, is_options: bool, set: &[u8], at: &mut usize) -> Option<(u16, Vec<FieldSpec>, bool)> {
+    let template_id = read_u16(set, *at)?;
+    // (scope fields, all fields) per format: v9 options templates give byte lengths.
+    let (scope_count, field_count, header_len) = match (protocol, is_options) {
+        (FlowTypeKey::Netflow9, true) => {
+            let scope = usize::from(read_u16(set, *at + 2)? / 4);
+            (scope, scope + usize::from(read_u16(set, *at + 4)? / 4), 6)
+        }
+        (FlowTypeKey::Ipfix, true) => (usize::from(read_u16(set, *at + 4)?), usize::from(read_u16(set, *at + 2)?), 6),
+        (_, false) => (0, usize::from(read_u16(set, *at + 2)?), 4),
+    };
+    if field_count == 0 {
+        return None;
+    }
+    let mut cursor = *at + header_len;
+    let mut fields = Vec::with_capacity(field_count.min(64));
+    for index in 0..field_count {
+        let raw_id = read_u16(set, cursor)?;
+        let length = read_u16(set, cursor + 2)?;
+        cursor += 4;
+        let field = match protocol {
+            FlowTypeKey::Netflow9 if index < scope_count => {
+                FieldSpec { id: raw_id, enterprise: V9_SCOPE_ENTERPRISE, length }
+            }
+            FlowTypeKey::Netflow9 => FieldSpec { id: raw_id, enterprise: 0, length },
+            FlowTypeKey::Ipfix if raw_id & 0x8000 != 0 => {
+                let enterprise = read_u32(set, cursor)?;
+                cursor += 4;
+                FieldSpec { id: raw_id & 0x7fff, enterprise, length }
+            }
+            FlowTypeKey::Ipfix => FieldSpec { id: raw_id, enterprise: 0, length },
+        };
+        fields.push(field);
+    }
+    *at = cursor;
+    Some((template_id, fields, is_options))
+}
+
 impl NetflowDecoder {
     pub fn new(config: &DecoderConfig) -> Self {
         Self {
@@ -432,16 +489,21 @@ impl NetflowDecoder {
                 ));
                 break;
             }
-            let Some(set) = body.get(at..at + set_len) else {
-                out.errors.push(error(
-                    DecodeErrorKind::Truncated,
-                    exporter,
-                    offset,
-                    format!("set {set_id} of {set_len} bytes, {} left in datagram", body.len() - at),
-                ));
-                break;
+            // A set that runs past the end of the message is reported, and its complete
+            // records are still decoded (as TShark does).
+            let set = match body.get(at..at + set_len) {
+                Some(set) => set,
+                None => {
+                    out.errors.push(error(
+                        DecodeErrorKind::Truncated,
+                        exporter,
+                        offset,
+                        format!("set {set_id} of {set_len} bytes, {} left in datagram", body.len() - at),
+                    ));
+                    &body[at..]
+                }
             };
-            at += set_len;
+            at += set.len();
             let set_body = &set[SET_HEADER_LEN..];
             match (protocol, set_id) {
                 (FlowTypeKey::Netflow9, 0 | 1) | (FlowTypeKey::Ipfix, 2 | 3) => {
@@ -509,9 +571,7 @@ impl NetflowDecoder {
         let parsed = self.library.parse_bytes(&self.scratch);
         self.library.clear_v9_templates();
         self.library.clear_ipfix_templates();
-        if let Some(library_error) = parsed.error {
-            return Err(format!("template set rejected by netflow_parser: {library_error}"));
-        }
+        let library_error = parsed.error.map(|e| e.to_string());
         let mut templates = Vec::new();
         for packet in parsed.packets {
             match packet {
@@ -575,9 +635,23 @@ impl NetflowDecoder {
                 _ => {}
             }
         }
+        // The library drops (silently, or by rejecting the whole set) templates that contain a
+        // zero-length field, which RFC 3954/7011 do not forbid and real exporters send
+        // (telegraf-issue-14370.pcap: flowStartSeconds/flowEndSeconds of length 0). Such
+        // templates are read here from the raw set instead, as long as a record still has a
+        // non-zero length.
+        for (id, fields, is_options) in raw_templates(protocol, set) {
+            let usable = fields.iter().any(|f| f.length > 0);
+            if usable && !templates.iter().any(|(known, _, _)| *known == id) {
+                templates.push((id, fields, is_options));
+            }
+        }
         templates.retain(|(id, fields, _)| *id >= 256 && !fields.is_empty());
         if templates.is_empty() {
-            return Err("template set holds no usable template".to_owned());
+            return Err(match library_error {
+                Some(library_error) => format!("template set rejected: {library_error}"),
+                None => "template set holds no usable template".to_owned(),
+            });
         }
         Ok(templates)
     }
