@@ -90,9 +90,20 @@ impl Template {
     fn new(fields: Vec<FieldSpec>, is_options: bool, refreshed: u32) -> Self {
         let min_record_len = fields
             .iter()
-            .map(|f| if f.length == VARIABLE_LENGTH { 1 } else { usize::from(f.length) })
+            .map(|f| {
+                if f.length == VARIABLE_LENGTH {
+                    1
+                } else {
+                    usize::from(f.length)
+                }
+            })
             .sum();
-        Self { fields, is_options, min_record_len, refreshed }
+        Self {
+            fields,
+            is_options,
+            min_record_len,
+            refreshed,
+        }
     }
 }
 
@@ -131,7 +142,9 @@ struct SamplerTable {
 
 impl SamplerTable {
     fn resolve(&self, sampler_id: Option<u64>) -> Option<u64> {
-        sampler_id.and_then(|id| self.by_sampler.get(&id).copied()).or(self.default)
+        sampler_id
+            .and_then(|id| self.by_sampler.get(&id).copied())
+            .or(self.default)
     }
 }
 
@@ -179,7 +192,12 @@ pub struct NetflowDecoder {
 
 /// Builds a decode error (no accounting; see [`NetflowDecoder::fail`]).
 fn error(kind: DecodeErrorKind, exporter: IpAddr, offset: usize, detail: impl Into<String>) -> DecodeError {
-    DecodeError { kind, exporter, offset, detail: detail.into() }
+    DecodeError {
+        kind,
+        exporter,
+        offset,
+        detail: detail.into(),
+    }
 }
 
 fn read_u16(bytes: &[u8], at: usize) -> Option<u16> {
@@ -196,7 +214,11 @@ fn read_u32(bytes: &[u8], at: usize) -> Option<u32> {
 /// value; returns the record's length, or `None` if `input` ends inside the record.
 ///
 /// Variable-length fields (RFC 7011 §7): one length byte, or 255 followed by a two-byte length.
-fn walk_record(fields: &[FieldSpec], input: &[u8], mut visit: impl FnMut(&FieldSpec, &[u8])) -> Option<usize> {
+fn walk_record(
+    fields: &[FieldSpec],
+    input: &[u8],
+    mut visit: impl FnMut(&FieldSpec, &[u8]),
+) -> Option<usize> {
     let mut at = 0usize;
     for field in fields {
         let length = if field.length == VARIABLE_LENGTH {
@@ -228,7 +250,10 @@ fn raw_templates(protocol: FlowTypeKey, set: &[u8]) -> Vec<(u16, Vec<FieldSpec>,
     let Some(set_id) = read_u16(set, 0) else {
         return Vec::new();
     };
-    let is_options = matches!((protocol, set_id), (FlowTypeKey::Netflow9, 1) | (FlowTypeKey::Ipfix, 3));
+    let is_options = matches!(
+        (protocol, set_id),
+        (FlowTypeKey::Netflow9, 1) | (FlowTypeKey::Ipfix, 3)
+    );
     let mut templates = Vec::new();
     let mut at = SET_HEADER_LEN;
     while let Some(template) = raw_template(protocol, is_options, set, &mut at) {
@@ -238,7 +263,12 @@ fn raw_templates(protocol: FlowTypeKey, set: &[u8]) -> Vec<(u16, Vec<FieldSpec>,
 }
 
 /// One template record at `*at`, advancing `*at` past it.
-fn raw_template(protocol: FlowTypeKey, is_options: bool, set: &[u8], at: &mut usize) -> Option<(u16, Vec<FieldSpec>, bool)> {
+fn raw_template(
+    protocol: FlowTypeKey,
+    is_options: bool,
+    set: &[u8],
+    at: &mut usize,
+) -> Option<(u16, Vec<FieldSpec>, bool)> {
     let template_id = read_u16(set, *at)?;
     // (scope fields, all fields) per format: v9 options templates give byte lengths.
     let (scope_count, field_count, header_len) = match (protocol, is_options) {
@@ -246,7 +276,11 @@ fn raw_template(protocol: FlowTypeKey, is_options: bool, set: &[u8], at: &mut us
             let scope = usize::from(read_u16(set, *at + 2)? / 4);
             (scope, scope + usize::from(read_u16(set, *at + 4)? / 4), 6)
         }
-        (FlowTypeKey::Ipfix, true) => (usize::from(read_u16(set, *at + 4)?), usize::from(read_u16(set, *at + 2)?), 6),
+        (FlowTypeKey::Ipfix, true) => (
+            usize::from(read_u16(set, *at + 4)?),
+            usize::from(read_u16(set, *at + 2)?),
+            6,
+        ),
         (_, false) => (0, usize::from(read_u16(set, *at + 2)?), 4),
     };
     if field_count == 0 {
@@ -259,16 +293,30 @@ fn raw_template(protocol: FlowTypeKey, is_options: bool, set: &[u8], at: &mut us
         let length = read_u16(set, cursor + 2)?;
         cursor += 4;
         let field = match protocol {
-            FlowTypeKey::Netflow9 if index < scope_count => {
-                FieldSpec { id: raw_id, enterprise: V9_SCOPE_ENTERPRISE, length }
-            }
-            FlowTypeKey::Netflow9 => FieldSpec { id: raw_id, enterprise: 0, length },
+            FlowTypeKey::Netflow9 if index < scope_count => FieldSpec {
+                id: raw_id,
+                enterprise: V9_SCOPE_ENTERPRISE,
+                length,
+            },
+            FlowTypeKey::Netflow9 => FieldSpec {
+                id: raw_id,
+                enterprise: 0,
+                length,
+            },
             FlowTypeKey::Ipfix if raw_id & 0x8000 != 0 => {
                 let enterprise = read_u32(set, cursor)?;
                 cursor += 4;
-                FieldSpec { id: raw_id & 0x7fff, enterprise, length }
+                FieldSpec {
+                    id: raw_id & 0x7fff,
+                    enterprise,
+                    length,
+                }
             }
-            FlowTypeKey::Ipfix => FieldSpec { id: raw_id, enterprise: 0, length },
+            FlowTypeKey::Ipfix => FieldSpec {
+                id: raw_id,
+                enterprise: 0,
+                length,
+            },
         };
         fields.push(field);
     }
@@ -299,8 +347,22 @@ impl NetflowDecoder {
     ) -> Result<()> {
         match read_u16(payload, 0) {
             Some(5) => self.decode_v5(exporter, time_received, payload, accounting, out),
-            Some(9) => self.decode_templated(FlowTypeKey::Netflow9, exporter, time_received, payload, accounting, out),
-            Some(10) => self.decode_templated(FlowTypeKey::Ipfix, exporter, time_received, payload, accounting, out),
+            Some(9) => self.decode_templated(
+                FlowTypeKey::Netflow9,
+                exporter,
+                time_received,
+                payload,
+                accounting,
+                out,
+            ),
+            Some(10) => self.decode_templated(
+                FlowTypeKey::Ipfix,
+                exporter,
+                time_received,
+                payload,
+                accounting,
+                out,
+            ),
             other => {
                 let error = error(
                     DecodeErrorKind::UnknownVersion,
@@ -333,10 +395,14 @@ impl NetflowDecoder {
                 ));
             }
             if let Some(rate) = state.sampling.default {
-                learned.sampling_rates.push((scope.exporter, scope.domain, DEFAULT_SAMPLER_ID, rate));
+                learned
+                    .sampling_rates
+                    .push((scope.exporter, scope.domain, DEFAULT_SAMPLER_ID, rate));
             }
             for (sampler, rate) in &state.sampling.by_sampler {
-                learned.sampling_rates.push((scope.exporter, scope.domain, *sampler, *rate));
+                learned
+                    .sampling_rates
+                    .push((scope.exporter, scope.domain, *sampler, *rate));
             }
         }
         learned.templates.sort_by_key(|t| (t.0, t.1, t.2 as i8, t.3));
@@ -358,7 +424,12 @@ impl NetflowDecoder {
             Err(error(kind, exporter, offset, detail))
         };
         let Some(count) = read_u16(payload, 2).filter(|_| payload.len() >= V5_HEADER_LEN) else {
-            return fail(accounting, DecodeErrorKind::Truncated, 0, format!("v5 header needs 24 bytes, got {}", payload.len()));
+            return fail(
+                accounting,
+                DecodeErrorKind::Truncated,
+                0,
+                format!("v5 header needs 24 bytes, got {}", payload.len()),
+            );
         };
         let needed = V5_HEADER_LEN + usize::from(count) * V5_RECORD_LEN;
         if payload.len() < needed {
@@ -366,7 +437,10 @@ impl NetflowDecoder {
                 accounting,
                 DecodeErrorKind::Truncated,
                 payload.len(),
-                format!("v5 header announces {count} records ({needed} bytes), datagram has {}", payload.len()),
+                format!(
+                    "v5 header announces {count} records ({needed} bytes), datagram has {}",
+                    payload.len()
+                ),
             );
         }
         // Exactly one message: trailing bytes would be read as another packet by the library.
@@ -374,13 +448,22 @@ impl NetflowDecoder {
         let v5 = match (parsed.packets.into_iter().next(), parsed.error) {
             (Some(NetflowPacket::V5(v5)), None) => v5,
             (_, error) => {
-                return fail(accounting, DecodeErrorKind::Malformed, 0, format!("v5 datagram rejected: {error:?}"));
+                return fail(
+                    accounting,
+                    DecodeErrorKind::Malformed,
+                    0,
+                    format!("v5 datagram rejected: {error:?}"),
+                );
             }
         };
         let header = v5.header;
         // The top two bits are the sampling mode, the other 14 the interval.
         let interval = u64::from(header.sampling_interval & 0x3fff);
-        let (rate, source) = if interval == 0 { (1, SamplingSource::Unknown) } else { (interval, SamplingSource::Header) };
+        let (rate, source) = if interval == 0 {
+            (1, SamplingSource::Unknown)
+        } else {
+            (interval, SamplingSource::Header)
+        };
         let export_ms = u64::from(header.unix_secs) * 1000 + u64::from(header.unix_nsecs / 1_000_000);
         for flow in &v5.flowsets {
             let mut record = FlowRecord::new(exporter, time_received, FlowType::Netflow5);
@@ -438,21 +521,31 @@ impl NetflowDecoder {
                 DecodeErrorKind::Truncated,
                 exporter,
                 payload.len(),
-                format!("{} header needs {header_len} bytes, got {}", flow_type.as_str(), payload.len()),
+                format!(
+                    "{} header needs {header_len} bytes, got {}",
+                    flow_type.as_str(),
+                    payload.len()
+                ),
             ));
         }
         // Both lengths were checked above.
         let field = |at| read_u32(payload, at).unwrap_or(0);
         let (header, sequence, domain, body) = match protocol {
             FlowTypeKey::Netflow9 => {
-                let header = MessageHeader { export_secs: field(8), sys_up_time_ms: Some(field(4)) };
+                let header = MessageHeader {
+                    export_secs: field(8),
+                    sys_up_time_ms: Some(field(4)),
+                };
                 (header, field(12), field(16), &payload[V9_HEADER_LEN..])
             }
             FlowTypeKey::Ipfix => {
                 let domain = field(12);
                 let length = usize::from(read_u16(payload, 2).unwrap_or(0));
                 let body = if length < IPFIX_HEADER_LEN {
-                    Err((DecodeErrorKind::Malformed, format!("IPFIX message length {length} is below 16")))
+                    Err((
+                        DecodeErrorKind::Malformed,
+                        format!("IPFIX message length {length} is below 16"),
+                    ))
                 } else {
                     payload.get(IPFIX_HEADER_LEN..length).ok_or_else(|| {
                         (
@@ -468,10 +561,22 @@ impl NetflowDecoder {
                         return Err(error(kind, exporter, 2, detail));
                     }
                 };
-                (MessageHeader { export_secs: field(4), sys_up_time_ms: None }, field(8), domain, body)
+                (
+                    MessageHeader {
+                        export_secs: field(4),
+                        sys_up_time_ms: None,
+                    },
+                    field(8),
+                    domain,
+                    body,
+                )
             }
         };
-        let scope = ScopeKey { exporter, flow_type: protocol, domain };
+        let scope = ScopeKey {
+            exporter,
+            flow_type: protocol,
+            domain,
+        };
         self.expire(exporter, time_received, accounting, out);
 
         let errors_before = out.errors.len();
@@ -479,7 +584,10 @@ impl NetflowDecoder {
         let mut at = 0usize;
         while body.len() - at >= SET_HEADER_LEN {
             let offset = header_len + at;
-            let (set_id, set_len) = (read_u16(body, at).unwrap_or(0), usize::from(read_u16(body, at + 2).unwrap_or(0)));
+            let (set_id, set_len) = (
+                read_u16(body, at).unwrap_or(0),
+                usize::from(read_u16(body, at + 2).unwrap_or(0)),
+            );
             if set_len < SET_HEADER_LEN {
                 out.errors.push(error(
                     DecodeErrorKind::Malformed,
@@ -498,7 +606,10 @@ impl NetflowDecoder {
                         DecodeErrorKind::Truncated,
                         exporter,
                         offset,
-                        format!("set {set_id} of {set_len} bytes, {} left in datagram", body.len() - at),
+                        format!(
+                            "set {set_id} of {set_len} bytes, {} left in datagram",
+                            body.len() - at
+                        ),
                     ));
                     &body[at..]
                 }
@@ -514,17 +625,35 @@ impl NetflowDecoder {
                                 self.release(scope, template_id, accounting, out);
                             }
                         }
-                        Err(detail) => out.errors.push(error(DecodeErrorKind::InvalidTemplate, exporter, offset, detail)),
+                        Err(detail) => {
+                            out.errors
+                                .push(error(DecodeErrorKind::InvalidTemplate, exporter, offset, detail))
+                        }
                     }
                 }
                 (_, 0..=255) => {} // Reserved set ids: skipped (RFC 3954 §5.2, RFC 7011 §3.3.2).
                 (_, template_id) => {
                     let known = self.template(scope, template_id, time_received).is_some();
                     if known {
-                        data_records += self.decode_data_set(scope, template_id, header, time_received, set_body, offset, out);
+                        data_records += self.decode_data_set(
+                            scope,
+                            template_id,
+                            header,
+                            time_received,
+                            set_body,
+                            offset,
+                            out,
+                        );
                     } else {
                         self.hold(
-                            HeldSet { scope, template_id, header, time_received, offset, body: set_body.to_vec() },
+                            HeldSet {
+                                scope,
+                                template_id,
+                                header,
+                                time_received,
+                                offset,
+                                body: set_body.to_vec(),
+                            },
                             out,
                         );
                     }
@@ -540,9 +669,20 @@ impl NetflowDecoder {
             FlowTypeKey::Netflow9 => SequenceKind::Datagrams,
             FlowTypeKey::Ipfix => SequenceKind::Records,
         };
-        accounting.datagram(exporter, domain, flow_type, Some((sequence_kind, sequence)), data_records);
+        accounting.datagram(
+            exporter,
+            domain,
+            flow_type,
+            Some((sequence_kind, sequence)),
+            data_records,
+        );
         let known = self.scopes.get(&scope).map_or(0, |s| s.templates.len());
-        accounting.templates(exporter, domain, flow_type, u32::try_from(known).unwrap_or(u32::MAX));
+        accounting.templates(
+            exporter,
+            domain,
+            flow_type,
+            u32::try_from(known).unwrap_or(u32::MAX),
+        );
         Ok(())
     }
 
@@ -561,7 +701,8 @@ impl NetflowDecoder {
                 self.scratch.extend_from_slice(&[0; 16]); // uptime, unix secs, sequence, source id
             }
             FlowTypeKey::Ipfix => {
-                let length = u16::try_from(IPFIX_HEADER_LEN + set.len()).map_err(|_| "template set too long")?;
+                let length =
+                    u16::try_from(IPFIX_HEADER_LEN + set.len()).map_err(|_| "template set too long")?;
                 self.scratch.extend_from_slice(&[0, 10]); // version 10
                 self.scratch.extend_from_slice(&length.to_be_bytes());
                 self.scratch.extend_from_slice(&[0; 12]); // export time, sequence, domain
@@ -583,7 +724,11 @@ impl NetflowDecoder {
                                     let fields = t
                                         .fields
                                         .iter()
-                                        .map(|f| FieldSpec { id: f.field_type_number, enterprise: 0, length: f.field_length })
+                                        .map(|f| FieldSpec {
+                                            id: f.field_type_number,
+                                            enterprise: 0,
+                                            length: f.field_length,
+                                        })
                                         .collect();
                                     templates.push((t.template_id, fields, false));
                                 }
@@ -620,13 +765,19 @@ impl NetflowDecoder {
                     };
                     for flowset in ipfix.flowsets {
                         match flowset.body {
-                            IpfixSetBody::Template(t) => templates.push((t.template_id, convert(&t.fields), false)),
-                            IpfixSetBody::Templates(ts) => {
-                                templates.extend(ts.iter().map(|t| (t.template_id, convert(&t.fields), false)));
+                            IpfixSetBody::Template(t) => {
+                                templates.push((t.template_id, convert(&t.fields), false))
                             }
-                            IpfixSetBody::OptionsTemplate(t) => templates.push((t.template_id, convert(&t.fields), true)),
+                            IpfixSetBody::Templates(ts) => {
+                                templates
+                                    .extend(ts.iter().map(|t| (t.template_id, convert(&t.fields), false)));
+                            }
+                            IpfixSetBody::OptionsTemplate(t) => {
+                                templates.push((t.template_id, convert(&t.fields), true))
+                            }
                             IpfixSetBody::OptionsTemplates(ts) => {
-                                templates.extend(ts.iter().map(|t| (t.template_id, convert(&t.fields), true)));
+                                templates
+                                    .extend(ts.iter().map(|t| (t.template_id, convert(&t.fields), true)));
                             }
                             _ => {}
                         }
@@ -658,15 +809,29 @@ impl NetflowDecoder {
 
     /// Stores a template (replacing any previous definition of the id), evicting the least
     /// recently refreshed one of the scope when the scope is full.
-    fn install(&mut self, scope: ScopeKey, template_id: u16, fields: Vec<FieldSpec>, is_options: bool, now: u32) {
+    fn install(
+        &mut self,
+        scope: ScopeKey,
+        template_id: u16,
+        fields: Vec<FieldSpec>,
+        is_options: bool,
+        now: u32,
+    ) {
         let limit = self.config.max_templates_per_exporter.max(1);
         let state = self.scopes.entry(scope).or_default();
         if !state.templates.contains_key(&template_id) && state.templates.len() >= limit {
-            if let Some(oldest) = state.templates.iter().min_by_key(|(_, t)| t.refreshed).map(|(id, _)| *id) {
+            if let Some(oldest) = state
+                .templates
+                .iter()
+                .min_by_key(|(_, t)| t.refreshed)
+                .map(|(id, _)| *id)
+            {
                 state.templates.remove(&oldest);
             }
         }
-        state.templates.insert(template_id, Template::new(fields, is_options, now));
+        state
+            .templates
+            .insert(template_id, Template::new(fields, is_options, now));
     }
 
     /// The template `template_id` of `scope`, unless it has expired (then it is forgotten).
@@ -691,12 +856,20 @@ impl NetflowDecoder {
             queue.retain(|held| {
                 let keep = u64::from(now) <= u64::from(held.time_received) + ttl;
                 if !keep {
-                    accounting.error(exporter, held.scope.domain, held.scope.flow_type.flow_type(), DecodeErrorKind::MissingTemplate);
+                    accounting.error(
+                        exporter,
+                        held.scope.domain,
+                        held.scope.flow_type.flow_type(),
+                        DecodeErrorKind::MissingTemplate,
+                    );
                     out.errors.push(error(
                         DecodeErrorKind::MissingTemplate,
                         exporter,
                         held.offset,
-                        format!("template {} did not arrive within {ttl} s; held data dropped", held.template_id),
+                        format!(
+                            "template {} did not arrive within {ttl} s; held data dropped",
+                            held.template_id
+                        ),
                     ));
                 }
                 keep
@@ -706,7 +879,9 @@ impl NetflowDecoder {
         if ttl > 0 && now.abs_diff(self.last_sweep) >= SWEEP_INTERVAL_SECONDS {
             self.last_sweep = now;
             for state in self.scopes.values_mut() {
-                state.templates.retain(|_, t| u64::from(now) <= u64::from(t.refreshed) + ttl);
+                state
+                    .templates
+                    .retain(|_, t| u64::from(now) <= u64::from(t.refreshed) + ttl);
             }
         }
     }
@@ -733,27 +908,53 @@ impl NetflowDecoder {
                 DecodeErrorKind::MissingTemplate,
                 exporter,
                 dropped.offset,
-                format!("no template {} and the hold queue is full; data set dropped", dropped.template_id),
+                format!(
+                    "no template {} and the hold queue is full; data set dropped",
+                    dropped.template_id
+                ),
             ));
         }
     }
 
     /// Decodes the sets of `scope` that were waiting for `template_id`, in arrival order.
-    fn release(&mut self, scope: ScopeKey, template_id: u16, accounting: &mut Accounting, out: &mut DecodeOutput) {
+    fn release(
+        &mut self,
+        scope: ScopeKey,
+        template_id: u16,
+        accounting: &mut Accounting,
+        out: &mut DecodeOutput,
+    ) {
         let Some(queue) = self.held.get_mut(&scope.exporter) else {
             return;
         };
-        if !queue.iter().any(|h| h.scope == scope && h.template_id == template_id) {
+        if !queue
+            .iter()
+            .any(|h| h.scope == scope && h.template_id == template_id)
+        {
             return;
         }
-        let (ready, waiting): (VecDeque<_>, VecDeque<_>) =
-            queue.drain(..).partition(|h| h.scope == scope && h.template_id == template_id);
+        let (ready, waiting): (VecDeque<_>, VecDeque<_>) = queue
+            .drain(..)
+            .partition(|h| h.scope == scope && h.template_id == template_id);
         *queue = waiting;
         for held in ready {
             let errors_before = out.errors.len();
-            self.decode_data_set(scope, template_id, held.header, held.time_received, &held.body, held.offset, out);
+            self.decode_data_set(
+                scope,
+                template_id,
+                held.header,
+                held.time_received,
+                &held.body,
+                held.offset,
+                out,
+            );
             for new_error in &out.errors[errors_before..] {
-                accounting.error(scope.exporter, scope.domain, scope.flow_type.flow_type(), new_error.kind);
+                accounting.error(
+                    scope.exporter,
+                    scope.domain,
+                    scope.flow_type.flow_type(),
+                    new_error.kind,
+                );
             }
         }
     }
@@ -771,7 +972,11 @@ impl NetflowDecoder {
         offset: usize,
         out: &mut DecodeOutput,
     ) -> u64 {
-        let Some(ScopeState { templates, sampling: samplers }) = self.scopes.get_mut(&scope) else {
+        let Some(ScopeState {
+            templates,
+            sampling: samplers,
+        }) = self.scopes.get_mut(&scope)
+        else {
             return 0;
         };
         let Some(template) = templates.get(&template_id) else {
@@ -811,7 +1016,8 @@ impl NetflowDecoder {
                 consumed
             } else {
                 let mut builder = FlowBuilder::default();
-                let consumed = walk_record(&template.fields, input, |field, value| builder.take(field, value));
+                let consumed =
+                    walk_record(&template.fields, input, |field, value| builder.take(field, value));
                 if consumed.is_some() {
                     let mut flow = FlowRecord::new(scope.exporter, time_received, flow_type);
                     flow.observation_domain = scope.domain;

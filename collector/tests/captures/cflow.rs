@@ -175,7 +175,9 @@ fn acceptable<'a>(name: &str, fields: &'a serde_json::Map<String, Value>) -> Vec
 fn field_mismatches(record: &FlowRecord, fields: &serde_json::Map<String, Value>) -> Vec<String> {
     let mut mismatches = Vec::new();
     for name in fields.keys() {
-        let Some(got) = record_field(record, name, fields) else { continue };
+        let Some(got) = record_field(record, name, fields) else {
+            continue;
+        };
         let want = acceptable(name, fields);
         if !want.is_empty() && !want.contains(&got.as_str()) {
             mismatches.push(format!("{name}={got} (tshark {})", want.join("|")));
@@ -192,7 +194,12 @@ pub fn check(entry: &Value, decoded: &DecodedCapture) -> Vec<String> {
     let flows: Vec<&FlowRecord> = decoded
         .flows
         .iter()
-        .filter(|f| matches!(f.flow_type, FlowType::Netflow5 | FlowType::Netflow9 | FlowType::Ipfix))
+        .filter(|f| {
+            matches!(
+                f.flow_type,
+                FlowType::Netflow5 | FlowType::Netflow9 | FlowType::Ipfix
+            )
+        })
         .collect();
 
     let want_records = exception
@@ -202,12 +209,18 @@ pub fn check(entry: &Value, decoded: &DecodedCapture) -> Vec<String> {
     if flows.len() != want_records {
         problems.push(format!("{} records, expected {want_records}", flows.len()));
     }
-    let want_octets = exception.and_then(|e| e.sum_octets).or_else(|| number(&cflow["sum_octets"])).unwrap_or(0);
+    let want_octets = exception
+        .and_then(|e| e.sum_octets)
+        .or_else(|| number(&cflow["sum_octets"]))
+        .unwrap_or(0);
     let octets: u64 = flows.iter().map(|f| f.bytes).sum();
     if octets != want_octets {
         problems.push(format!("sum of bytes {octets}, expected {want_octets}"));
     }
-    let want_packets = exception.and_then(|e| e.sum_packets).or_else(|| number(&cflow["sum_packets"])).unwrap_or(0);
+    let want_packets = exception
+        .and_then(|e| e.sum_packets)
+        .or_else(|| number(&cflow["sum_packets"]))
+        .unwrap_or(0);
     let packets: u64 = flows.iter().map(|f| f.packets).sum();
     if packets != want_packets {
         problems.push(format!("sum of packets {packets}, expected {want_packets}"));
@@ -221,25 +234,34 @@ pub fn check(entry: &Value, decoded: &DecodedCapture) -> Vec<String> {
         .chain(decoded.learned.sampling_rates.iter().map(|r| r.3))
         .collect();
     for sampling in cflow["sampling"].as_array().into_iter().flatten() {
-        let Some((name, value)) = sampling.as_str().and_then(|s| s.split_once('=')) else { continue };
+        let Some((name, value)) = sampling.as_str().and_then(|s| s.split_once('=')) else {
+            continue;
+        };
         let Ok(value) = value.parse::<u64>() else { continue };
         if name == "sampling_packet_interval" {
             // RFC 7012 305/306: the rate is (interval + space) / interval, and TShark's list
             // does not show the space: the rate must have been learned from options data.
             if decoded.learned.sampling_rates.is_empty() {
-                problems.push(format!("sampling {name}={value}: no rate learned from options data"));
+                problems.push(format!(
+                    "sampling {name}={value}: no rate learned from options data"
+                ));
             }
             continue;
         }
         let want = if value == 0 { 1 } else { value };
         if !stored.contains(&want) {
-            problems.push(format!("sampling {name}={value}: rate {want} not stored (stored: {stored:?})"));
+            problems.push(format!(
+                "sampling {name}={value}: rate {want} not stored (stored: {stored:?})"
+            ));
         }
     }
 
     let first_anywhere = exception.is_some_and(|e| e.first_anywhere);
     if let (Some(first), true) = (cflow["first"].as_object(), first_anywhere) {
-        if !flows.iter().any(|record| field_mismatches(record, first).is_empty()) {
+        if !flows
+            .iter()
+            .any(|record| field_mismatches(record, first).is_empty())
+        {
             problems.push("no record matches tshark's first record".to_owned());
         }
     } else if let Some(first) = cflow["first"].as_object() {
@@ -256,10 +278,20 @@ pub fn check(entry: &Value, decoded: &DecodedCapture) -> Vec<String> {
     // The decoder does not keep template ids on records: some record must match each
     // template's first record in every field.
     for (template_id, fields) in cflow["first_by_tid"].as_object().into_iter().flatten() {
-        let Some(fields) = fields.as_object() else { continue };
-        if !flows.iter().any(|record| field_mismatches(record, fields).is_empty()) {
-            let closest = flows.first().map(|r| field_mismatches(r, fields).join(", ")).unwrap_or_default();
-            problems.push(format!("no record matches template {template_id}'s first record ({closest})"));
+        let Some(fields) = fields.as_object() else {
+            continue;
+        };
+        if !flows
+            .iter()
+            .any(|record| field_mismatches(record, fields).is_empty())
+        {
+            let closest = flows
+                .first()
+                .map(|r| field_mismatches(r, fields).join(", "))
+                .unwrap_or_default();
+            problems.push(format!(
+                "no record matches template {template_id}'s first record ({closest})"
+            ));
         }
     }
     if let (Some(exception), false) = (exception, problems.is_empty()) {

@@ -28,7 +28,10 @@ fn is_template_less_half(entry: &serde_json::Value) -> bool {
 fn check_template_less_half(decoded: &DecodedCapture) -> Vec<String> {
     let mut problems = Vec::new();
     if !decoded.flows.is_empty() {
-        problems.push(format!("decoded alone it gave {} records, expected none", decoded.flows.len()));
+        problems.push(format!(
+            "decoded alone it gave {} records, expected none",
+            decoded.flows.len()
+        ));
     }
     if decoded.held_sets == 0 {
         problems.push("no data set is held waiting for its template".to_owned());
@@ -78,5 +81,10 @@ fn every_capture_matches_its_reference() {
     eprintln!(
         "captures: {checked} files checked, {passing} passing, {with_exception} with a per-file exception"
     );
-    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

@@ -59,7 +59,9 @@ fn ipv6(bytes: &[u8]) -> Option<Ipv6Addr> {
 /// time instead of 49 days earlier.
 pub(super) fn uptime_to_unix(export_unix_ms: u64, sys_up_time_ms: u32, switched_ms: u32) -> u32 {
     let age_ms = i64::from(sys_up_time_ms.wrapping_sub(switched_ms) as i32);
-    let unix_ms = i64::try_from(export_unix_ms).unwrap_or(i64::MAX).saturating_sub(age_ms);
+    let unix_ms = i64::try_from(export_unix_ms)
+        .unwrap_or(i64::MAX)
+        .saturating_sub(age_ms);
     u32::try_from(unix_ms.max(0) / 1000).unwrap_or(u32::MAX)
 }
 
@@ -127,7 +129,9 @@ impl SamplingFields {
             let space = self.packet_space.unwrap_or(0);
             return Some(interval.saturating_add(space) / interval).filter(|r| *r > 0);
         }
-        if let (Some(size), Some(population)) = (nonzero(self.sampling_size), nonzero(self.sampling_population)) {
+        if let (Some(size), Some(population)) =
+            (nonzero(self.sampling_size), nonzero(self.sampling_population))
+        {
             return Some(population / size).filter(|r| *r > 0);
         }
         None
@@ -263,22 +267,34 @@ impl FlowBuilder {
     /// nfdump, Akvorado and Cisco's own v9 export (which puts it in L4_DST_PORT); otherwise the
     /// exported destination port is kept.
     pub(super) fn finish(&self, header: &MessageHeader, record: &mut FlowRecord) -> RecordSampling {
-        record.bytes = self.octet_delta.or(self.octet_total).or(self.post_octet_delta).unwrap_or(0);
-        record.packets = self.packet_delta.or(self.packet_total).or(self.post_packet_delta).unwrap_or(0);
+        record.bytes = self
+            .octet_delta
+            .or(self.octet_total)
+            .or(self.post_octet_delta)
+            .unwrap_or(0);
+        record.packets = self
+            .packet_delta
+            .or(self.packet_total)
+            .or(self.post_packet_delta)
+            .unwrap_or(0);
         record.proto = self.proto.unwrap_or(0);
         record.tos = self.tos.unwrap_or(0);
         record.tcp_flags = self.tcp_flags.unwrap_or(0);
         record.src_port = self.src_port.unwrap_or(0);
         record.dst_port = self.dst_port.unwrap_or(0);
         if matches!(record.proto, 1 | 58) {
-            let from_parts = self.icmp_type.map(|t| u16::from(t) << 8 | u16::from(self.icmp_code.unwrap_or(0)));
+            let from_parts = self
+                .icmp_type
+                .map(|t| u16::from(t) << 8 | u16::from(self.icmp_code.unwrap_or(0)));
             if let Some(type_code) = self.icmp_type_code.or(from_parts) {
                 record.dst_port = type_code;
             }
         }
         // Some exporters send both families with the unused one zeroed.
         let pick = |v4: Option<Ipv6Addr>, v6: Option<Ipv6Addr>| match (v4, v6) {
-            (Some(a), Some(b)) if a == Ipv4Addr::UNSPECIFIED.to_ipv6_mapped() && !b.is_unspecified() => Some(b),
+            (Some(a), Some(b)) if a == Ipv4Addr::UNSPECIFIED.to_ipv6_mapped() && !b.is_unspecified() => {
+                Some(b)
+            }
             (Some(a), _) => Some(a),
             (None, b) => b,
         };
@@ -287,10 +303,18 @@ impl FlowBuilder {
         record.src_addr = src.unwrap_or(Ipv6Addr::UNSPECIFIED);
         record.dst_addr = dst.unwrap_or(Ipv6Addr::UNSPECIFIED);
         let is_v6 = src.or(dst).is_some_and(|a| a.to_ipv4_mapped().is_none());
-        record.src_mask = if is_v6 { self.src_mask_v6.or(self.src_mask_v4) } else { self.src_mask_v4.or(self.src_mask_v6) }
-            .unwrap_or(0);
-        record.dst_mask = if is_v6 { self.dst_mask_v6.or(self.dst_mask_v4) } else { self.dst_mask_v4.or(self.dst_mask_v6) }
-            .unwrap_or(0);
+        record.src_mask = if is_v6 {
+            self.src_mask_v6.or(self.src_mask_v4)
+        } else {
+            self.src_mask_v4.or(self.src_mask_v6)
+        }
+        .unwrap_or(0);
+        record.dst_mask = if is_v6 {
+            self.dst_mask_v6.or(self.dst_mask_v4)
+        } else {
+            self.dst_mask_v4.or(self.dst_mask_v6)
+        }
+        .unwrap_or(0);
         record.in_if = self.in_if.or(self.in_physical).unwrap_or(0);
         record.out_if = self.out_if.or(self.out_physical).unwrap_or(0);
         record.next_hop = self
@@ -325,7 +349,10 @@ impl FlowBuilder {
         if let Some(end) = end {
             record.time_flow_end = end;
         }
-        RecordSampling { rate: self.sampling.rate(), sampler_id: self.sampling.sampler() }
+        RecordSampling {
+            rate: self.sampling.rate(),
+            sampler_id: self.sampling.sampler(),
+        }
     }
 
     /// Flow start and end, Unix seconds: absolute elements first, then deltas from the export
@@ -338,14 +365,22 @@ impl FlowBuilder {
             let uptime_ms = uptime_ms?;
             match (header.sys_up_time_ms, self.system_init_ms) {
                 (_, Some(init_ms)) => Some(secs_u32(init_ms.saturating_add(u64::from(uptime_ms)) / 1000)),
-                (Some(sys_up_time), None) => {
-                    Some(uptime_to_unix(u64::from(header.export_secs) * 1000, sys_up_time, uptime_ms))
-                }
+                (Some(sys_up_time), None) => Some(uptime_to_unix(
+                    u64::from(header.export_secs) * 1000,
+                    sys_up_time,
+                    uptime_ms,
+                )),
                 (None, None) => None,
             }
         };
-        let start = self.start_absolute.or_else(|| from_delta(self.start_delta_us)).or_else(|| from_uptime(self.start_uptime_ms));
-        let end = self.end_absolute.or_else(|| from_delta(self.end_delta_us)).or_else(|| from_uptime(self.end_uptime_ms));
+        let start = self
+            .start_absolute
+            .or_else(|| from_delta(self.start_delta_us))
+            .or_else(|| from_uptime(self.start_uptime_ms));
+        let end = self
+            .end_absolute
+            .or_else(|| from_delta(self.end_delta_us))
+            .or_else(|| from_uptime(self.end_uptime_ms));
         (start, end)
     }
 }
