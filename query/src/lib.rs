@@ -1,7 +1,9 @@
 //! Egress query side: the ClickHouse storage contract ([`schema`]), the version-aware
-//! migrations that create it ([`migrate`]), and the client settings both services share
-//! ([`connection`]). SLA evaluation and the HTTP API build on these.
+//! migrations that create it ([`migrate`]), the client settings both services share
+//! ([`connection`]) and partition-dropping retention for servers without TTLs ([`retention`]).
+//! SLA evaluation and the HTTP API build on these.
 
 pub mod connection;
 pub mod migrate;
+pub mod retention;
 pub mod schema;

@@ -1,1 +1,550 @@
-//! Version-aware schema migrations. (Skeleton: being written.)
+//! Version-aware schema migrations.
+//!
+//! In: a client, the database name and the retention. Out: the database and every table of
+//! [`crate::schema`] present, each migration recorded once in `schema_migrations`
+//! (version, name, applied_at), and a [`MigrationReport`] of what was done. Run by
+//! `egress migrate` and, unless disabled, at collector start-up.
+//!
+//! The DDL depends on the server ([`ddl`]): current ClickHouse gets `IPv6` addresses, column
+//! codecs and a table TTL; ClickHouse 18.16 gets `FixedString(16)` addresses, no codecs and no
+//! TTL (retention is then enforced by [`crate::retention::enforce`]). Both get `DateTime('UTC')`
+//! times, `Enum8` enumerations and a `COMMENT` on every column, whose text is the column's
+//! meaning in `docs/schema.md` (a test keeps the two identical). Either way the rows on the wire
+//! are the same positional RowBinary, so column order is the field order of the row structs.
+//!
+//! Every statement is `IF NOT EXISTS`: a migration interrupted between its DDL and its record is
+//! simply applied again, and two collectors migrating at once do no harm (at worst a version is
+//! recorded twice; it is read with `DISTINCT`).
+//!
+//! The retention is part of the table definition on TTL servers; when the configured retention
+//! changes, [`migrate`] alters the TTL (that is not a numbered migration, since it depends on the
+//! configuration, not on the Egress version).
+
+use clickhouse::Client;
+
+use crate::connection::{self, is_identifier, ClickHouseConfig, ConnectionError, ServerVersion};
+use crate::schema::{
+    enum8_body, Direction, FlowType, SamplingSource, EXPORTER_STATS_TABLE, FLOWS_TABLE,
+    INTERFACE_COUNTERS_TABLE,
+};
+
+/// Errors of this module.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MigrateError {
+    /// The database name would need quoting; Egress only accepts plain identifiers.
+    #[error("database name {0:?} must be letters, digits and `_`, not starting with a digit")]
+    InvalidDatabase(String),
+    /// A statement failed or timed out.
+    #[error("migration {version} ({name}): {source}")]
+    Statement {
+        version: u32,
+        name: &'static str,
+        #[source]
+        source: ConnectionError,
+    },
+    /// Reading the version, the applied migrations or the tables' TTL failed.
+    #[error(transparent)]
+    Connection(#[from] ConnectionError),
+}
+
+/// Result of this module.
+pub type Result<T> = std::result::Result<T, MigrateError>;
+
+/// Name of the table recording applied migrations.
+pub const MIGRATIONS_TABLE: &str = "schema_migrations";
+
+/// One numbered schema change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Migration {
+    /// Position in the history; applied in increasing order, never renumbered.
+    pub version: u32,
+    /// Short name, recorded in `schema_migrations`.
+    pub name: &'static str,
+    /// The statements, each idempotent.
+    pub statements: Vec<String>,
+}
+
+/// What one [`migrate`] run did. Migrations are named `NNN_name`, e.g. `002_create_flows`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrationReport {
+    /// The server the DDL was chosen for.
+    pub server_version: ServerVersion,
+    /// Migrations applied by this run, in order.
+    pub applied: Vec<String>,
+    /// Migrations found already applied.
+    pub present: Vec<String>,
+    /// Tables whose TTL was changed to the configured retention.
+    pub ttl_changed: Vec<String>,
+}
+
+impl Migration {
+    /// `NNN_name`, e.g. `002_create_flows`.
+    pub fn label(&self) -> String {
+        format!("{:03}_{}", self.version, self.name)
+    }
+}
+
+/// One column: name, type on each server generation, codec on current servers, comment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColumnDef {
+    /// Column name (the row struct's field name).
+    pub name: &'static str,
+    /// Type on servers with the `IPv6` type (19.3 and later).
+    pub current_type: String,
+    /// Type on older servers.
+    pub old_type: String,
+    /// `CODEC(...)` body on servers with codecs; empty for ClickHouse's default (LZ4).
+    pub codec: &'static str,
+    /// What the column means; the same text as in `docs/schema.md`.
+    pub comment: &'static str,
+}
+
+impl ColumnDef {
+    fn new(
+        name: &'static str,
+        data_type: impl Into<String>,
+        codec: &'static str,
+        comment: &'static str,
+    ) -> Self {
+        let data_type = data_type.into();
+        Self {
+            name,
+            current_type: data_type.clone(),
+            old_type: data_type,
+            codec,
+            comment,
+        }
+    }
+
+    fn address(name: &'static str, comment: &'static str) -> Self {
+        Self {
+            name,
+            current_type: "IPv6".to_owned(),
+            old_type: "FixedString(16)".to_owned(),
+            codec: "ZSTD(1)",
+            comment,
+        }
+    }
+
+    /// The type on `version`.
+    pub fn data_type(&self, version: &ServerVersion) -> &str {
+        if version.has_ipv6_type() {
+            &self.current_type
+        } else {
+            &self.old_type
+        }
+    }
+}
+
+/// One table: name, columns in row-struct order, and the engine clauses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableDef {
+    /// Table name.
+    pub name: &'static str,
+    /// Columns in the order of the row struct's fields (RowBinary is positional).
+    pub columns: Vec<ColumnDef>,
+    /// `PARTITION BY` expression; always whole days, so that retention can drop partitions.
+    pub partition_by: &'static str,
+    /// `ORDER BY` tuple.
+    pub order_by: &'static str,
+    /// The `DateTime` column retention is measured on.
+    pub time_column: &'static str,
+}
+
+impl TableDef {
+    /// `CREATE TABLE IF NOT EXISTS` for `version`.
+    pub fn create_statement(&self, version: &ServerVersion, config: &ClickHouseConfig) -> String {
+        let columns = self
+            .columns
+            .iter()
+            .map(|column| {
+                let mut definition = format!("    {} {}", column.name, column.data_type(version));
+                if version.has_codecs() && !column.codec.is_empty() {
+                    definition.push_str(&format!(" CODEC({})", column.codec));
+                }
+                if version.has_column_comments() {
+                    definition.push_str(&format!(" COMMENT {}", sql_string(column.comment)));
+                }
+                definition
+            })
+            .collect::<Vec<_>>()
+            .join(",\n");
+        let mut statement = format!(
+            "CREATE TABLE IF NOT EXISTS {}.{}\n(\n{columns}\n)\nENGINE = MergeTree\nPARTITION BY {}\nORDER BY {}",
+            config.database, self.name, self.partition_by, self.order_by
+        );
+        if let Some(ttl) = self.ttl(version, config.retention_days) {
+            statement.push_str(&format!("\nTTL {ttl}"));
+        }
+        statement
+    }
+
+    /// The TTL expression for `retention_days` on `version`, if the server has TTLs and data
+    /// is not kept forever.
+    fn ttl(&self, version: &ServerVersion, retention_days: u32) -> Option<String> {
+        (version.has_ttl() && retention_days > 0)
+            .then(|| format!("{} + INTERVAL {retention_days} DAY", self.time_column))
+    }
+}
+
+/// Quotes `text` as a ClickHouse string literal.
+fn sql_string(text: &str) -> String {
+    format!("'{}'", text.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+/// The three tables of [`crate::schema`], columns in row-struct order, with their meanings.
+pub fn tables() -> Vec<TableDef> {
+    let flow_type = format!(
+        "Enum8({})",
+        enum8_body(&FlowType::ALL, FlowType::as_str, |v| v as i8)
+    );
+    let sampling_source = format!(
+        "Enum8({})",
+        enum8_body(&SamplingSource::ALL, SamplingSource::as_str, |v| v as i8)
+    );
+    let direction = format!(
+        "Enum8({})",
+        enum8_body(&Direction::ALL, Direction::as_str, |v| v as i8)
+    );
+    let time = "DateTime('UTC')";
+    vec![
+        TableDef {
+            name: FLOWS_TABLE,
+            columns: vec![
+                ColumnDef::new("time_received", time, "Delta, ZSTD(1)",
+                    "Collector clock when the datagram arrived (UTC, seconds)."),
+                ColumnDef::new("time_flow_start", time, "Delta, ZSTD(1)",
+                    "Flow start on the exporter clock (UTC, seconds); time_received when not exported."),
+                ColumnDef::new("time_flow_end", time, "Delta, ZSTD(1)",
+                    "Flow end on the exporter clock (UTC, seconds); time_received when not exported."),
+                ColumnDef::address("exporter_address",
+                    "Source address of the export datagram; IPv4 stored as ::ffff:a.b.c.d."),
+                ColumnDef::new("observation_domain", "UInt32", "",
+                    "NetFlow v9 source id, IPFIX observation domain id, sFlow sub-agent id; 0 for NetFlow v5."),
+                ColumnDef::new("flow_type", flow_type.clone(), "",
+                    "Export protocol the record came from."),
+                ColumnDef::new("sampling_rate", "UInt64", "T64, ZSTD(1)",
+                    "One in sampling_rate packets was sampled; 1 when unknown. Multiply bytes and packets by it."),
+                ColumnDef::new("sampling_source", sampling_source, "",
+                    "Where sampling_rate came from: header, options, record, sflow, config_default, config_override, or unknown."),
+                ColumnDef::address("src_addr", "Source address; IPv4 stored as ::ffff:a.b.c.d; :: when unknown."),
+                ColumnDef::address("dst_addr", "Destination address; IPv4 stored as ::ffff:a.b.c.d; :: when unknown."),
+                ColumnDef::new("src_port", "UInt16", "", "Source transport port; 0 when none or unknown."),
+                ColumnDef::new("dst_port", "UInt16", "", "Destination transport port; 0 when none or unknown."),
+                ColumnDef::new("proto", "UInt8", "", "IP protocol number (6 TCP, 17 UDP, 1 ICMP); 0 when unknown."),
+                ColumnDef::new("bytes", "UInt64", "T64, ZSTD(1)",
+                    "Bytes as exported (sampled); bytes * sampling_rate estimates the bytes on the wire."),
+                ColumnDef::new("packets", "UInt64", "T64, ZSTD(1)",
+                    "Packets as exported (sampled); packets * sampling_rate estimates the packets on the wire."),
+                ColumnDef::new("in_if", "UInt32", "", "Input interface index (SNMP ifIndex) on the exporter; 0 when unknown."),
+                ColumnDef::new("out_if", "UInt32", "", "Output interface index (SNMP ifIndex) on the exporter; 0 when unknown."),
+                ColumnDef::new("src_as", "UInt32", "", "Source autonomous system number; 0 when unknown."),
+                ColumnDef::new("dst_as", "UInt32", "", "Destination autonomous system number; 0 when unknown."),
+                ColumnDef::new("src_mask", "UInt8", "", "Source prefix length in bits; 0 when unknown."),
+                ColumnDef::new("dst_mask", "UInt8", "", "Destination prefix length in bits; 0 when unknown."),
+                ColumnDef::address("next_hop", "IP next hop; IPv4 stored as ::ffff:a.b.c.d; :: when unknown."),
+                ColumnDef::new("tcp_flags", "UInt8", "", "OR of the TCP flags seen in the flow; 0 when none or not TCP."),
+                ColumnDef::new("tos", "UInt8", "", "IP type of service / traffic class byte (DSCP and ECN)."),
+                ColumnDef::new("vlan", "UInt16", "", "802.1Q VLAN id; 0 when untagged or unknown."),
+                ColumnDef::new("etype", "UInt16", "",
+                    "EtherType of the network layer: 2048 (0x0800) IPv4, 34525 (0x86dd) IPv6, 0 unknown."),
+                ColumnDef::new("direction", direction, "",
+                    "Flow direction as exported: ingress, egress, or unknown."),
+            ],
+            partition_by: "toYYYYMMDD(time_received)",
+            // Every query filters on a time range, most then on an exporter and an interface.
+            // A five-minute bucket first keeps time-range pruning as good as ordering by time
+            // itself (five minutes is a few granules at most), and within a bucket rows sit
+            // together by exporter and interface, so those filters skip granules too.
+            order_by: "(toStartOfFiveMinute(time_received), exporter_address, in_if, out_if)",
+            time_column: "time_received",
+        },
+        TableDef {
+            name: EXPORTER_STATS_TABLE,
+            columns: vec![
+                ColumnDef::new("minute", time, "DoubleDelta, LZ4",
+                    "Start of the minute the counts are for (UTC, collector clock)."),
+                ColumnDef::address("exporter_address",
+                    "Source address of the export datagrams; IPv4 stored as ::ffff:a.b.c.d."),
+                ColumnDef::new("observation_domain", "UInt32", "",
+                    "NetFlow v9 source id, IPFIX observation domain id, sFlow sub-agent id; 0 for NetFlow v5."),
+                ColumnDef::new("flow_type", flow_type, "",
+                    "Export protocol; unknown for datagrams that were not recognised."),
+                ColumnDef::new("datagrams", "UInt64", "T64, LZ4", "Datagrams received in the minute."),
+                ColumnDef::new("records", "UInt64", "T64, LZ4", "Flow records decoded in the minute."),
+                ColumnDef::new("records_lost", "UInt64", "T64, LZ4",
+                    "Records the exporter sequence numbers say were sent but never arrived."),
+                ColumnDef::new("decode_error_kinds", "Array(String)", "",
+                    "Kinds of decode error seen in the minute, parallel to decode_error_counts."),
+                ColumnDef::new("decode_error_counts", "Array(UInt64)", "",
+                    "Number of decode errors of each kind in decode_error_kinds."),
+                ColumnDef::new("templates_known", "UInt32", "",
+                    "NetFlow v9 / IPFIX templates known for the exporter and domain at the end of the minute."),
+            ],
+            partition_by: "toYYYYMMDD(minute)",
+            // Small table read by time range, then per exporter.
+            order_by: "(minute, exporter_address, observation_domain, flow_type)",
+            time_column: "minute",
+        },
+        TableDef {
+            name: INTERFACE_COUNTERS_TABLE,
+            columns: vec![
+                ColumnDef::new("time_received", time, "DoubleDelta, LZ4",
+                    "Collector clock when the counter sample arrived (UTC, seconds)."),
+                ColumnDef::address("exporter_address",
+                    "Source address of the sFlow datagram; IPv4 stored as ::ffff:a.b.c.d."),
+                ColumnDef::address("agent_address",
+                    "sFlow agent address from the datagram header (may differ from exporter_address)."),
+                ColumnDef::new("sub_agent_id", "UInt32", "", "sFlow sub-agent id."),
+                ColumnDef::new("sequence_number", "UInt32", "", "Counter sample sequence number of this source."),
+                ColumnDef::new("if_index", "UInt32", "", "Interface index (SNMP ifIndex)."),
+                ColumnDef::new("if_type", "UInt32", "", "Interface type (IANA ifType, 6 is Ethernet)."),
+                ColumnDef::new("if_speed", "UInt64", "", "Interface speed in bits per second; 0 when unknown."),
+                ColumnDef::new("if_direction", "UInt32", "",
+                    "0 unknown, 1 full duplex, 2 half duplex, 3 in, 4 out."),
+                ColumnDef::new("if_status", "UInt32", "", "Bit 0 admin up, bit 1 operationally up."),
+                ColumnDef::new("in_octets", "UInt64", "T64, ZSTD(1)", "Octets received, running total (ifHCInOctets)."),
+                ColumnDef::new("in_ucast_pkts", "UInt32", "T64, ZSTD(1)", "Unicast packets received, running total."),
+                ColumnDef::new("in_multicast_pkts", "UInt32", "T64, ZSTD(1)", "Multicast packets received, running total."),
+                ColumnDef::new("in_broadcast_pkts", "UInt32", "T64, ZSTD(1)", "Broadcast packets received, running total."),
+                ColumnDef::new("in_discards", "UInt32", "T64, ZSTD(1)", "Inbound packets discarded, running total."),
+                ColumnDef::new("in_errors", "UInt32", "T64, ZSTD(1)", "Inbound packets with errors, running total."),
+                ColumnDef::new("in_unknown_protos", "UInt32", "T64, ZSTD(1)",
+                    "Inbound packets of unknown protocol, running total."),
+                ColumnDef::new("out_octets", "UInt64", "T64, ZSTD(1)", "Octets sent, running total (ifHCOutOctets)."),
+                ColumnDef::new("out_ucast_pkts", "UInt32", "T64, ZSTD(1)", "Unicast packets sent, running total."),
+                ColumnDef::new("out_multicast_pkts", "UInt32", "T64, ZSTD(1)", "Multicast packets sent, running total."),
+                ColumnDef::new("out_broadcast_pkts", "UInt32", "T64, ZSTD(1)", "Broadcast packets sent, running total."),
+                ColumnDef::new("out_discards", "UInt32", "T64, ZSTD(1)", "Outbound packets discarded, running total."),
+                ColumnDef::new("out_errors", "UInt32", "T64, ZSTD(1)", "Outbound packets with errors, running total."),
+                ColumnDef::new("promiscuous_mode", "UInt32", "", "1 when the interface is in promiscuous mode, else 0."),
+            ],
+            partition_by: "toYYYYMMDD(time_received)",
+            // Read as one series per interface (rates are differences of running totals).
+            order_by: "(exporter_address, if_index, time_received)",
+            time_column: "time_received",
+        },
+    ]
+}
+
+/// The migrations for `version`, in order. The first creates the database.
+pub fn ddl(version: &ServerVersion, config: &ClickHouseConfig) -> Vec<Migration> {
+    let mut migrations = vec![Migration {
+        version: 1,
+        name: "create_database",
+        statements: vec![format!("CREATE DATABASE IF NOT EXISTS {}", config.database)],
+    }];
+    let names = [
+        (FLOWS_TABLE, "create_flows"),
+        (EXPORTER_STATS_TABLE, "create_exporter_stats"),
+        (INTERFACE_COUNTERS_TABLE, "create_interface_counters"),
+    ];
+    for table in tables() {
+        let name = names
+            .iter()
+            .find(|(t, _)| *t == table.name)
+            .map_or("create_table", |(_, n)| n);
+        migrations.push(Migration {
+            version: migrations.len() as u32 + 1,
+            name,
+            statements: vec![table.create_statement(version, config)],
+        });
+    }
+    migrations
+}
+
+/// The bookkeeping table, created before any migration is read.
+fn migrations_table_statement(database: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {database}.{MIGRATIONS_TABLE} \
+         (version UInt32, name String, applied_at DateTime('UTC')) \
+         ENGINE = MergeTree ORDER BY version"
+    )
+}
+
+/// Creates the database if missing and applies every migration not yet recorded, then brings
+/// the tables' TTL in line with `config.retention_days` on servers that have TTLs.
+///
+/// `server_version` is what [`connection::server_version`] returned for `client`; it chooses
+/// the DDL. Each statement may take `config.query_timeout_seconds`.
+pub async fn migrate(
+    client: &Client,
+    config: &ClickHouseConfig,
+    server_version: &ServerVersion,
+) -> Result<MigrationReport> {
+    if !is_identifier(&config.database) {
+        return Err(MigrateError::InvalidDatabase(config.database.clone()));
+    }
+    // The client's own database may not exist yet, and naming a missing database fails every
+    // query; `system` always exists, and every statement below is fully qualified.
+    let client = client.clone().with_database("system");
+    let timeout = config.query_timeout();
+    let migrations = ddl(server_version, config);
+
+    // Migration 1 (the database) must exist before the bookkeeping table can.
+    let exec = |sql: String| {
+        let client = client.clone();
+        async move { connection::run(timeout, &sql, client.query_raw(&sql).execute()).await }
+    };
+    exec(format!("CREATE DATABASE IF NOT EXISTS {}", config.database)).await?;
+    exec(migrations_table_statement(&config.database)).await?;
+
+    let sql = format!(
+        "SELECT DISTINCT version FROM {}.{MIGRATIONS_TABLE} ORDER BY version",
+        config.database
+    );
+    let done: Vec<u32> = connection::run(timeout, &sql, client.query_raw(&sql).fetch_all()).await?;
+
+    let mut report = MigrationReport {
+        server_version: server_version.clone(),
+        applied: Vec::new(),
+        present: Vec::new(),
+        ttl_changed: Vec::new(),
+    };
+    for migration in migrations {
+        if done.contains(&migration.version) {
+            report.present.push(migration.label());
+            continue;
+        }
+        let failed = |source| MigrateError::Statement {
+            version: migration.version,
+            name: migration.name,
+            source,
+        };
+        for statement in &migration.statements {
+            exec(statement.clone()).await.map_err(failed)?;
+        }
+        let record = format!(
+            "INSERT INTO {}.{MIGRATIONS_TABLE} (version, name, applied_at) VALUES ({}, {}, now())",
+            config.database,
+            migration.version,
+            sql_string(migration.name)
+        );
+        exec(record).await.map_err(failed)?;
+        tracing::info!(
+            version = migration.version,
+            name = migration.name,
+            "applied migration"
+        );
+        report.applied.push(migration.label());
+    }
+
+    if server_version.has_ttl() {
+        report.ttl_changed = reconcile_ttl(&client, server_version, config).await?;
+    }
+    Ok(report)
+}
+
+/// Alters the TTL of every table whose definition does not match `config.retention_days`.
+async fn reconcile_ttl(
+    client: &Client,
+    version: &ServerVersion,
+    config: &ClickHouseConfig,
+) -> Result<Vec<String>> {
+    let mut changed = Vec::new();
+    for table in tables() {
+        let sql = format!(
+            "SELECT engine_full FROM system.tables WHERE database = '{}' AND name = '{}'",
+            config.database, table.name
+        );
+        let engine_full: String =
+            connection::run(config.query_timeout(), &sql, client.query_raw(&sql).fetch_one()).await?;
+        // The server prints `INTERVAL n DAY` back as `toIntervalDay(n)`.
+        let wanted = (config.retention_days > 0).then(|| {
+            format!(
+                "TTL {} + toIntervalDay({})",
+                table.time_column, config.retention_days
+            )
+        });
+        let current_matches = match &wanted {
+            Some(ttl) => engine_full.contains(ttl.as_str()),
+            None => !engine_full.contains(" TTL "),
+        };
+        if current_matches {
+            continue;
+        }
+        let alter = match table.ttl(version, config.retention_days) {
+            Some(ttl) => format!("ALTER TABLE {}.{} MODIFY TTL {ttl}", config.database, table.name),
+            None => format!("ALTER TABLE {}.{} REMOVE TTL", config.database, table.name),
+        };
+        connection::run(config.query_timeout(), &alter, client.query_raw(&alter).execute()).await?;
+        tracing::info!(
+            table = table.name,
+            retention_days = config.retention_days,
+            "changed table TTL"
+        );
+        changed.push(table.name.to_owned());
+    }
+    Ok(changed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OLD: ServerVersion = ServerVersion::new(18, 16, 1);
+    const CURRENT: ServerVersion = ServerVersion::new(26, 1, 0);
+
+    fn config_with(retention_days: u32) -> ClickHouseConfig {
+        ClickHouseConfig {
+            retention_days,
+            ..ClickHouseConfig::default()
+        }
+    }
+
+    #[test]
+    fn old_servers_get_no_ttl_codecs_or_ipv6() {
+        let config = config_with(30);
+        let sql: String = ddl(&OLD, &config)
+            .iter()
+            .flat_map(|m| m.statements.clone())
+            .collect();
+        for absent in ["\nTTL ", "CODEC(", " IPv6 "] {
+            assert!(!sql.contains(absent), "{absent} in old DDL");
+        }
+        assert!(sql.contains("exporter_address FixedString(16)"));
+        assert!(sql.contains("COMMENT 'Collector clock when the datagram arrived (UTC, seconds).'"));
+    }
+
+    #[test]
+    fn current_servers_get_ttl_codecs_and_ipv6() {
+        let config = config_with(7);
+        let sql: String = ddl(&CURRENT, &config)
+            .iter()
+            .flat_map(|m| m.statements.clone())
+            .collect();
+        assert!(sql.contains("TTL time_received + INTERVAL 7 DAY"));
+        assert!(sql.contains("TTL minute + INTERVAL 7 DAY"));
+        assert!(sql.contains("exporter_address IPv6 CODEC(ZSTD(1))"));
+        let forever: String = ddl(&CURRENT, &config_with(0))
+            .iter()
+            .flat_map(|m| m.statements.clone())
+            .collect();
+        assert!(!forever.contains("\nTTL "));
+    }
+
+    #[test]
+    fn migrations_are_numbered_in_order_and_named() {
+        let migrations = ddl(&CURRENT, &config_with(30));
+        let versions: Vec<u32> = migrations.iter().map(|m| m.version).collect();
+        assert_eq!(versions, [1, 2, 3, 4]);
+        assert_eq!(migrations[1].name, "create_flows");
+        assert_eq!(migrations[3].name, "create_interface_counters");
+    }
+
+    #[test]
+    fn comments_are_quoted_and_contain_no_bind_marks() {
+        assert_eq!(sql_string("it's"), "'it\\'s'");
+        for table in tables() {
+            for column in table.columns {
+                assert!(
+                    !column.comment.contains(['?', '|', '\n']),
+                    "{}: {}",
+                    column.name,
+                    column.comment
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! ClickHouse sink: a slice of rows in, one `INSERT` out.
+//!
+//! [`ClickHouseSink::insert`] makes exactly one attempt to insert a whole batch, as positional
+//! RowBinary (the client has validation off, see `egress_query::connection::client`), with LZ4
+//! wire compression when the client has it (the default). It neither retries nor splits: the
+//! writer in [`crate::sink`] keeps a failed batch and asks [`SinkError::is_retryable`] whether
+//! trying again can help. ClickHouse applies one HTTP insert atomically per partition block, so a
+//! failed attempt inserts nothing for a batch within one day, which keeps retries free of
+//! duplicates in the normal case.
+
+use std::time::Duration;
+
+use clickhouse::error::Error as ClientError;
+use clickhouse::{Client, RowOwned, RowWrite};
+
+/// Default time an insert may take, from the first byte sent to the server's answer.
+pub const DEFAULT_INSERT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why an insert failed, and whether a retry of the same rows may succeed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SinkError {
+    /// The server could not be reached, or the connection broke: retryable.
+    #[error("ClickHouse unreachable inserting into {table}: {source}")]
+    Unreachable {
+        table: String,
+        #[source]
+        source: ClientError,
+    },
+    /// No answer within the insert timeout: retryable.
+    #[error("insert into {table} timed out: {source}")]
+    TimedOut {
+        table: String,
+        #[source]
+        source: ClientError,
+    },
+    /// The server answered with an error. `code` is ClickHouse's exception code when the answer
+    /// carried one (e.g. 60 unknown table, 252 too many parts).
+    #[error("ClickHouse rejected the insert into {table}: {message}")]
+    Server {
+        table: String,
+        code: Option<u32>,
+        message: String,
+    },
+    /// The rows could not be encoded, or the answer could not be read: a bug, not retryable.
+    #[error("insert into {table} failed on the client side: {source}")]
+    Client {
+        table: String,
+        #[source]
+        source: ClientError,
+    },
+}
+
+impl SinkError {
+    /// True when inserting the same rows again later may succeed: the server is down or slow,
+    /// overloaded, or failed for its own reasons (ClickHouse's transient exception codes, or an
+    /// HTTP 5xx from a proxy without a ClickHouse code). False when the rows or the schema are
+    /// the problem (unknown table or column, rows that do not parse, a type mismatch): sending
+    /// them again gives the same answer.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Unreachable { .. } | Self::TimedOut { .. } => true,
+            Self::Server { code: Some(code), .. } => is_transient_code(*code),
+            Self::Server {
+                code: None, message, ..
+            } => message.starts_with('5'),
+            Self::Client { .. } => false,
+        }
+    }
+
+    /// The table the insert was for.
+    pub fn table(&self) -> &str {
+        match self {
+            Self::Unreachable { table, .. }
+            | Self::TimedOut { table, .. }
+            | Self::Server { table, .. }
+            | Self::Client { table, .. } => table,
+        }
+    }
+
+    fn from_client(table: &str, error: ClientError) -> Self {
+        let table = table.to_owned();
+        match error {
+            ClientError::Network(_) => Self::Unreachable { table, source: error },
+            ClientError::TimedOut => Self::TimedOut { table, source: error },
+            ClientError::BadResponse(message) => Self::Server {
+                table,
+                code: exception_code(&message),
+                message,
+            },
+            // An `io::Error` from the body stream is the connection breaking mid-insert.
+            ClientError::Other(_) => Self::Unreachable { table, source: error },
+            _ => Self::Client { table, source: error },
+        }
+    }
+}
+
+/// The `NNN` of `Code: NNN` at the start of a ClickHouse error answer. Both server generations
+/// start with it: `Code: 60, e.displayText() = DB::Exception: ...` (18.x) and
+/// `Code: 60. DB::Exception: ...` (current).
+fn exception_code(message: &str) -> Option<u32> {
+    let rest = message.trim_start().strip_prefix("Code:")?.trim_start();
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+/// ClickHouse exception codes that describe the server's state rather than the request.
+fn is_transient_code(code: u32) -> bool {
+    matches!(
+        code,
+        3       // UNEXPECTED_END_OF_FILE: the body was cut off in transit
+        | 159   // TIMEOUT_EXCEEDED
+        | 164   // READONLY (e.g. a replica in read-only mode)
+        | 202   // TOO_MANY_SIMULTANEOUS_QUERIES
+        | 203   // NO_FREE_CONNECTION
+        | 209   // SOCKET_TIMEOUT
+        | 210   // NETWORK_ERROR
+        | 241   // MEMORY_LIMIT_EXCEEDED
+        | 242   // TABLE_IS_READ_ONLY
+        | 243   // NOT_ENOUGH_SPACE
+        | 252   // TOO_MANY_PARTS
+        | 319   // UNKNOWN_STATUS_OF_INSERT
+        | 425   // SYSTEM_ERROR
+        | 439   // CANNOT_SCHEDULE_TASK
+        | 999 // KEEPER_EXCEPTION
+    )
+}
+
+/// Inserts batches of rows into ClickHouse tables.
+#[derive(Debug, Clone)]
+pub struct ClickHouseSink {
+    client: Client,
+    insert_timeout: Duration,
+}
+
+impl ClickHouseSink {
+    /// A sink over `client` (from `egress_query::connection::client`), with the default insert
+    /// timeout.
+    pub fn new(client: Client) -> Self {
+        Self {
+            client,
+            insert_timeout: DEFAULT_INSERT_TIMEOUT,
+        }
+    }
+
+    /// Sets how long one insert may take (`clickhouse.insert_timeout_seconds`).
+    pub fn with_insert_timeout(mut self, insert_timeout: Duration) -> Self {
+        self.insert_timeout = insert_timeout;
+        self
+    }
+
+    /// One attempt to insert all of `rows` into `table` as one `INSERT`. An empty slice sends
+    /// nothing.
+    pub async fn insert<T>(&self, table: &str, rows: &[T]) -> Result<(), SinkError>
+    where
+        T: RowOwned + RowWrite + Send + Sync,
+    {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let fail = |error| SinkError::from_client(table, error);
+        let mut insert = self
+            .client
+            .insert::<T>(table)
+            .await
+            .map_err(fail)?
+            .with_timeouts(Some(self.insert_timeout), Some(self.insert_timeout));
+        for row in rows {
+            insert.write(row).await.map_err(fail)?;
+        }
+        insert.end().await.map_err(fail)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(message: &str) -> SinkError {
+        SinkError::from_client("flows", ClientError::BadResponse(message.to_owned()))
+    }
+
+    #[test]
+    fn exception_codes_of_both_server_generations_are_read() {
+        let old = "Code: 60, e.displayText() = DB::Exception: Table egress.nope doesn't exist., e.what() = DB::Exception";
+        let new =
+            "Code: 60. DB::Exception: Table egress.nope does not exist. (UNKNOWN_TABLE) (version 26.1.1)";
+        assert_eq!(exception_code(old), Some(60));
+        assert_eq!(exception_code(new), Some(60));
+        assert_eq!(exception_code("503 Service Unavailable"), None);
+    }
+
+    #[test]
+    fn schema_errors_are_final_and_overload_is_retryable() {
+        assert!(!server("Code: 60. DB::Exception: Table egress.nope does not exist.").is_retryable());
+        assert!(!server("Code: 33, e.displayText() = DB::Exception: Cannot read all data").is_retryable());
+        assert!(server("Code: 252. DB::Exception: Too many parts (300).").is_retryable());
+        assert!(server("Code: 241. DB::Exception: Memory limit (total) exceeded").is_retryable());
+        assert!(server("502 Bad Gateway").is_retryable());
+        assert!(!server("400 Bad Request").is_retryable());
+        assert_eq!(server("x").table(), "flows");
+    }
+
+    #[test]
+    fn timeouts_and_encoding_failures_are_classified() {
+        assert!(SinkError::from_client("flows", ClientError::TimedOut).is_retryable());
+        assert!(!SinkError::from_client("flows", ClientError::NotEnoughData).is_retryable());
+    }
+}

@@ -1,0 +1,19 @@
+#!/bin/sh
+# Checks the Egress schema on current ClickHouse (through chdb, in process): dumps the DDL with
+# the Rust test, installs chdb-core into a virtualenv under the target directory if missing,
+# and runs check_schema.py. Usage: tests/chdb/run.sh  (from anywhere; honours CARGO_TARGET_DIR)
+set -eu
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+target=${CARGO_TARGET_DIR:-$repo/target}
+venv=$target/chdb-venv
+ddl_dir=$target/egress-ddl
+python=${PYTHON:-python3}
+
+EGRESS_DDL_DIR=$ddl_dir cargo test --quiet --manifest-path "$repo/Cargo.toml" -p egress-query \
+    --test schema_docs dump_ddl_for_both_generations >/dev/null
+
+if ! "$venv/bin/python" -c 'import chdb' 2>/dev/null; then
+    "$python" -m venv "$venv"
+    "$venv/bin/pip" install --quiet chdb-core
+fi
+exec "$venv/bin/python" "$repo/tests/chdb/check_schema.py" "$ddl_dir" "$repo/docs/schema.md"
