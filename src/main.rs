@@ -1,3 +1,349 @@
-//! The `egress` binary: CLI parsing and wiring only. (Skeleton: being written.)
+//! The `egress` binary: CLI parsing and wiring only; every subcommand calls a library function.
 
-fn main() {}
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use egress_collector::config::Config;
+use egress_collector::decode::DecoderConfig;
+use egress_collector::simulate::{self, SimulateConfig};
+
+/// Egress: flow telemetry collector and egress-path SLA monitor.
+#[derive(Debug, Parser)]
+#[command(name = "egress", version, about)]
+struct Cli {
+    /// Log filter (tracing `EnvFilter` syntax); `RUST_LOG` is used when absent.
+    #[arg(long, global = true)]
+    log: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Receive NetFlow v5/v9, IPFIX and sFlow v5 and store every flow in ClickHouse.
+    Collector(ServiceArgs),
+    /// Decode pcap/pcapng captures of export datagrams and print the records.
+    Decode(DecodeArgs),
+    /// Create or upgrade the ClickHouse schema.
+    Migrate(MigrateArgs),
+    /// Virtual edge routers that export flows to a collector.
+    Simulate(SimulateArgs),
+    /// Everything the local system needs in one process: the collector and, optionally,
+    /// simulated exporters feeding it.
+    Run(RunArgs),
+}
+
+/// Configuration flags shared by the long-running subcommands. Each maps onto a config key;
+/// precedence: file < `EGRESS__SECTION__KEY` environment variables < these flags < `--set`.
+#[derive(Debug, Args)]
+struct ConfigArgs {
+    /// TOML configuration file (see deploy/egress.example.toml).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// UDP address to receive on (repeatable; replaces `collector.listen`).
+    #[arg(long, value_name = "ADDR:PORT")]
+    listen: Vec<SocketAddr>,
+    /// ClickHouse HTTP URL (`clickhouse.url`).
+    #[arg(long, value_name = "URL")]
+    clickhouse_url: Option<String>,
+    /// ClickHouse database (`clickhouse.database`).
+    #[arg(long, value_name = "NAME")]
+    database: Option<String>,
+    /// Address of the /metrics endpoint (`collector.metrics_listen`).
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics_listen: Option<SocketAddr>,
+    /// `clickhouse` or `null` (`collector.sink`): null decodes everything and stores nothing.
+    #[arg(long, value_name = "SINK")]
+    sink: Option<String>,
+    /// Receive workers per listen address (`collector.workers`).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Any other key, as `section.key=value` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+}
+
+impl ConfigArgs {
+    fn load(&self) -> anyhow::Result<Config> {
+        let mut sets = Vec::new();
+        if !self.listen.is_empty() {
+            let list: Vec<String> = self.listen.iter().map(|a| format!("\"{a}\"")).collect();
+            sets.push(format!("collector.listen=[{}]", list.join(", ")));
+        }
+        if let Some(url) = &self.clickhouse_url {
+            sets.push(format!("clickhouse.url=\"{url}\""));
+        }
+        if let Some(database) = &self.database {
+            sets.push(format!("clickhouse.database=\"{database}\""));
+        }
+        if let Some(address) = &self.metrics_listen {
+            sets.push(format!("collector.metrics_listen=\"{address}\""));
+        }
+        if let Some(sink) = &self.sink {
+            sets.push(format!("collector.sink=\"{sink}\""));
+        }
+        if let Some(workers) = self.workers {
+            sets.push(format!("collector.workers={workers}"));
+        }
+        sets.extend(self.sets.iter().cloned());
+        Ok(Config::load(self.config.as_deref(), std::env::vars(), &sets)?)
+    }
+}
+
+#[derive(Debug, Args)]
+struct ServiceArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum DecodeFormat {
+    Json,
+    Table,
+}
+
+#[derive(Debug, Args)]
+struct DecodeArgs {
+    /// pcap or pcapng files of export datagrams (any UDP port; exporter = source address).
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// `json`: one object per flow record, with the `flows` column names; `table`: readable.
+    #[arg(long, value_enum, default_value = "table")]
+    format: DecodeFormat,
+    /// Also print interface counter samples (sFlow) as JSON objects with `"record": "counter"`.
+    #[arg(long)]
+    counters: bool,
+}
+
+#[derive(Debug, Args)]
+struct MigrateArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Print the DDL for the given server version (e.g. `18.16` or `25.3`) instead of applying it.
+    #[arg(long, value_name = "VERSION")]
+    print_ddl: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct SimulateArgs {
+    /// The collector's listen address.
+    #[arg(long, value_name = "ADDR:PORT")]
+    target: SocketAddr,
+    /// netflow5, netflow9, ipfix or sflow5.
+    #[arg(long, value_name = "P")]
+    protocol: String,
+    /// Flow records (sFlow: flow samples) per second over the whole fleet.
+    #[arg(long, value_name = "RECORDS_PER_S", default_value_t = 1000)]
+    rate: u64,
+    /// Number of virtual routers; router i sends from --bind-base + i.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    exporters: u32,
+    /// Seconds to run (default: until SIGINT/SIGTERM).
+    #[arg(long, value_name = "S")]
+    duration: Option<f64>,
+    /// 1-in-N sampling announced by every router (default: per protocol).
+    #[arg(long, value_name = "N")]
+    sampling_rate: Option<u32>,
+    /// Address of the first router (default 127.0.0.10).
+    #[arg(long, value_name = "ADDR")]
+    bind_base: Option<std::net::IpAddr>,
+    /// Seed of the traffic model.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+impl SimulateArgs {
+    fn to_config(&self) -> anyhow::Result<SimulateConfig> {
+        Ok(SimulateConfig {
+            target: self.target,
+            protocol: self.protocol.parse().map_err(|e| anyhow::anyhow!("--protocol {}: {e}", self.protocol))?,
+            records_per_second: self.rate,
+            exporters: self.exporters,
+            duration: self.duration.map(std::time::Duration::from_secs_f64),
+            sampling_rate: self.sampling_rate,
+            bind_base: self.bind_base,
+            seed: self.seed,
+            ..SimulateConfig::default()
+        })
+    }
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Simulated exporters to start, as `PROTOCOL=RECORDS_PER_S` (repeatable; protocols
+    /// netflow5, netflow9, ipfix, sflow5); they send to the first listen address.
+    #[arg(long, value_name = "PROTOCOL=RATE")]
+    simulate: Vec<String>,
+    /// Virtual routers per simulated protocol.
+    #[arg(long, default_value_t = 2)]
+    simulate_exporters: u32,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let filter = cli
+        .log
+        .clone()
+        .or_else(|| std::env::var("RUST_LOG").ok())
+        .unwrap_or_else(|| "info".to_owned());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&filter).context("--log filter")?)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    match cli.command {
+        Command::Decode(args) => decode(args),
+        Command::Collector(args) => runtime.block_on(collector(args)),
+        Command::Migrate(args) => runtime.block_on(migrate(args)),
+        Command::Simulate(args) => runtime.block_on(simulate_only(args)),
+        Command::Run(args) => runtime.block_on(run(args)),
+    }
+}
+
+/// A token cancelled on SIGINT or SIGTERM.
+fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(error) => {
+                tracing::error!(%error, "cannot watch SIGTERM");
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => info!("SIGINT received"),
+            _ = term.recv() => info!("SIGTERM received"),
+        }
+        cancel.cancel();
+    });
+    token
+}
+
+async fn collector(args: ServiceArgs) -> anyhow::Result<()> {
+    let config = args.config.load()?;
+    egress_collector::pipeline::run(config, shutdown_on_signal()).await
+}
+
+async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
+    let config = args.config.load()?;
+    if let Some(version) = args.print_ddl {
+        let version = egress_query::connection::ServerVersion::parse(&version)
+            .map_err(|e| anyhow::anyhow!("--print-ddl {version}: {e}"))?;
+        for migration in egress_query::migrate::ddl(&version, &config.clickhouse) {
+            println!("-- migration {}: {}", migration.version, migration.name);
+            for statement in &migration.statements {
+                println!("{statement};\n");
+            }
+        }
+        return Ok(());
+    }
+    let client = egress_query::connection::client(&config.clickhouse)?;
+    let version = egress_query::connection::server_version(&client).await?;
+    let report = egress_query::migrate::migrate(&client, &config.clickhouse, &version).await?;
+    println!(
+        "ClickHouse {}: applied {:?}, already present {:?}",
+        report.server_version, report.applied, report.present
+    );
+    Ok(())
+}
+
+async fn simulate_only(args: SimulateArgs) -> anyhow::Result<()> {
+    let report = simulate::run(args.to_config()?, shutdown_on_signal()).await?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let config = args.config.load()?;
+    let shutdown = shutdown_on_signal();
+    let running = egress_collector::pipeline::start(config, shutdown.clone()).await?;
+    let target = *running.listening.first().context("no listen address")?;
+    let target = if target.ip().is_unspecified() { SocketAddr::from(([127, 0, 0, 1], target.port())) } else { target };
+    let mut simulators = Vec::new();
+    for (index, spec) in args.simulate.iter().enumerate() {
+        let (protocol, rate) = spec
+            .split_once('=')
+            .with_context(|| format!("--simulate {spec}: expected PROTOCOL=RECORDS_PER_S"))?;
+        let config = SimulateConfig {
+            target,
+            protocol: protocol.parse().map_err(|e| anyhow::anyhow!("--simulate {spec}: {e}"))?,
+            records_per_second: rate.parse().with_context(|| format!("--simulate {spec}: rate"))?,
+            exporters: args.simulate_exporters,
+            // Each protocol's routers get their own loopback addresses: 127.0.0.10, .11, ...
+            bind_base: Some(std::net::IpAddr::from([127, 0, 0, 10 + (index as u32 * args.simulate_exporters) as u8])),
+            seed: index as u64 + 1,
+            ..SimulateConfig::default()
+        };
+        info!(%target, spec, "starting simulated exporters");
+        simulators.push(tokio::spawn(simulate::run(config, shutdown.clone())));
+    }
+    if let Some(address) = running.metrics_address {
+        info!(%address, "metrics at http://{address}/metrics");
+    }
+    running.wait().await;
+    for simulator in simulators {
+        match simulator.await {
+            Ok(Ok(report)) => info!(
+                protocol = %report.protocol,
+                records = report.flow_records(),
+                datagrams = report.datagrams(),
+                "simulator stopped"
+            ),
+            Ok(Err(error)) => tracing::warn!(%error, "simulator failed"),
+            Err(error) => tracing::warn!(%error, "simulator task failed"),
+        }
+    }
+    Ok(())
+}
+
+fn decode(args: DecodeArgs) -> anyhow::Result<()> {
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut failed = false;
+    for path in &args.files {
+        let decoded = match egress_collector::decode_file::decode_capture(path, &DecoderConfig::default()) {
+            Ok(decoded) => decoded,
+            Err(error) => {
+                eprintln!("{error}");
+                failed = true;
+                continue;
+            }
+        };
+        match args.format {
+            DecodeFormat::Json => {
+                for flow in &decoded.flows {
+                    writeln!(out, "{}", egress_collector::decode_file::flow_json(flow))?;
+                }
+                if args.counters {
+                    for counter in &decoded.counters {
+                        let mut value = egress_collector::decode_file::counter_json(counter);
+                        if let Some(object) = value.as_object_mut() {
+                            object.insert("record".into(), "counter".into());
+                        }
+                        writeln!(out, "{value}")?;
+                    }
+                }
+            }
+            DecodeFormat::Table => egress_collector::decode_file::write_table(&mut out, &decoded.flows)?,
+        }
+        out.flush()?;
+        eprint!("{}", egress_collector::decode_file::summary(path, &decoded));
+    }
+    if failed {
+        anyhow::bail!("some files could not be read");
+    }
+    Ok(())
+}

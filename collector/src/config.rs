@@ -1,0 +1,370 @@
+//! Configuration: one TOML file, every key overridable.
+//!
+//! Precedence, lowest first: built-in defaults ([`Config::default`]), the TOML file, environment
+//! variables, command-line flags. Any key can be set from the environment as
+//! `EGRESS__<SECTION>__<KEY>` (double underscores separate the path; e.g.
+//! `EGRESS__BATCH__MAX_ROWS=100000`) and from the command line as `--set section.key=value`.
+//! Values are TOML (`[\"a\", \"b\"]`, `42`, `true`); a value that does not parse as TOML is
+//! taken as a string. The often-used keys also have named flags (`--listen`, `--clickhouse-url`,
+//! ...) handled by the binary.
+//!
+//! Loading reports every problem at once, each naming its key: unknown keys (typos) are errors,
+//! as are values out of range (see [`Config::validate`]).
+//!
+//! The shipped, documented example is `deploy/egress.example.toml`; a test loads it.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::decode::DecoderConfig;
+use egress_query::connection::ClickHouseConfig;
+
+/// Errors loading the configuration. The message names the key and the reason.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("config file {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("override `{setting}`: {reason}")]
+    Override { setting: String, reason: String },
+    #[error("invalid configuration:\n{}", .problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid { problems: Vec<String> },
+}
+
+pub type Result<T> = std::result::Result<T, ConfigError>;
+
+/// The whole configuration of the `egress` binary.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// UDP ingest: listeners, receive workers, metrics endpoint.
+    pub collector: CollectorConfig,
+    /// Limits of the decoders' template and held-data state.
+    pub decoder: DecoderConfig,
+    /// How rows are grouped into ClickHouse inserts.
+    pub batch: BatchConfig,
+    /// Where flows are stored.
+    pub clickhouse: ClickHouseConfig,
+    /// Per-exporter settings, matched on the datagram's source address.
+    pub exporters: Vec<ExporterConfig>,
+}
+
+/// Where the collector stores what it decodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SinkKind {
+    /// Write to ClickHouse (the normal mode).
+    #[default]
+    Clickhouse,
+    /// Decode everything and store nothing: measures the collector alone.
+    Null,
+}
+
+/// UDP ingest settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CollectorConfig {
+    /// UDP addresses to receive on. Any port takes any protocol (NetFlow v5/v9, IPFIX, sFlow):
+    /// the protocol is recognised from each datagram.
+    pub listen: Vec<SocketAddr>,
+    /// Receive workers per listen address, each with its own socket (SO_REUSEPORT) and its own
+    /// template state. The kernel keeps one exporter (source address and port) on one worker.
+    pub workers: usize,
+    /// Receive buffer asked for each socket, in bytes. The size the kernel granted is logged
+    /// and exported as `egress_socket_receive_buffer_bytes` (raise `net.core.rmem_max` to get
+    /// more than the kernel's limit).
+    pub receive_buffer_bytes: usize,
+    /// Address of the Prometheus `/metrics` and `/health` endpoint.
+    pub metrics_listen: Option<SocketAddr>,
+    /// `clickhouse` or `null`.
+    pub sink: SinkKind,
+    /// Records a worker collects before handing them to the writer.
+    pub chunk_records: usize,
+    /// Chunks that may wait for the writer. When full, further records are dropped and counted
+    /// as `egress_records_dropped_total{reason="queue_full"}`.
+    pub queue_chunks: usize,
+    /// Seconds between `exporter_stats` rows (per exporter and domain).
+    pub stats_interval_seconds: u64,
+    /// Run the schema migrations at start-up.
+    pub migrate_on_start: bool,
+}
+
+impl Default for CollectorConfig {
+    fn default() -> Self {
+        let any = IpAddr::from([0, 0, 0, 0]);
+        Self {
+            listen: vec![
+                SocketAddr::new(any, 2055),
+                SocketAddr::new(any, 4739),
+                SocketAddr::new(any, 6343),
+            ],
+            workers: 1,
+            receive_buffer_bytes: 32 << 20,
+            metrics_listen: Some(SocketAddr::new(IpAddr::from([127, 0, 0, 1]), 9477)),
+            sink: SinkKind::Clickhouse,
+            chunk_records: 1024,
+            queue_chunks: 1024,
+            stats_interval_seconds: 60,
+            migrate_on_start: true,
+        }
+    }
+}
+
+/// Insert batching and retries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchConfig {
+    /// An insert is sent when a batch has this many rows...
+    pub max_rows: usize,
+    /// ...or this many bytes of RowBinary (estimated)...
+    pub max_bytes: usize,
+    /// ...or its oldest row has waited this long, in milliseconds.
+    pub max_age_ms: u64,
+    /// First retry delay after a failed insert, in milliseconds; doubles up to `retry_max_ms`.
+    /// A failed batch is kept and retried, never dropped for a retryable error.
+    pub retry_initial_ms: u64,
+    /// Longest delay between retries, in milliseconds.
+    pub retry_max_ms: u64,
+    /// At shutdown, how long to keep retrying the last batches before giving up (and counting
+    /// them as dropped with reason `shutdown`), in seconds.
+    pub shutdown_timeout_seconds: u64,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        Self {
+            max_rows: 100_000,
+            max_bytes: 64 << 20,
+            max_age_ms: 1000,
+            retry_initial_ms: 200,
+            retry_max_ms: 10_000,
+            shutdown_timeout_seconds: 30,
+        }
+    }
+}
+
+/// Settings for one exporter (a router, firewall or switch).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExporterConfig {
+    /// The exporter's source address, as seen by the collector.
+    pub address: IpAddr,
+    /// A human name (e.g. `edge1`).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Sampling rate to use when the export does not say (`sampling_source = config_default`).
+    #[serde(default)]
+    pub sampling_default: Option<u64>,
+    /// Sampling rate that replaces whatever the export says (`sampling_source =
+    /// config_override`). For exporters known to report a wrong rate.
+    #[serde(default)]
+    pub sampling_override: Option<u64>,
+}
+
+impl Config {
+    /// Loads `path` (if any), applies environment overrides from `env` (pairs of name and
+    /// value, normally `std::env::vars()`) and `--set` overrides, and validates the result.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        sets: &[String],
+    ) -> Result<Self> {
+        let (mut table, origin) = match path {
+            Some(path) => {
+                let origin = path.display().to_string();
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::Read { path: origin.clone(), source })?;
+                let table: toml::Table = toml::from_str(&text)
+                    .map_err(|e| ConfigError::Parse { path: origin.clone(), message: e.to_string() })?;
+                (table, origin)
+            }
+            None => (toml::Table::new(), "(defaults)".to_owned()),
+        };
+        let mut env_overrides: BTreeMap<String, String> = BTreeMap::new();
+        for (name, value) in env {
+            if let Some(path) = name.strip_prefix("EGRESS__") {
+                let key = path.split("__").map(str::to_ascii_lowercase).collect::<Vec<_>>().join(".");
+                env_overrides.insert(key, value);
+            }
+        }
+        for (key, value) in &env_overrides {
+            set_path(&mut table, key, value)
+                .map_err(|reason| ConfigError::Override { setting: format!("EGRESS__{}", key.replace('.', "__").to_ascii_uppercase()), reason })?;
+        }
+        for setting in sets {
+            let (key, value) = setting.split_once('=').ok_or_else(|| ConfigError::Override {
+                setting: setting.clone(),
+                reason: "expected KEY=VALUE, e.g. batch.max_rows=50000".to_owned(),
+            })?;
+            set_path(&mut table, key.trim(), value.trim())
+                .map_err(|reason| ConfigError::Override { setting: setting.clone(), reason })?;
+        }
+        let config: Config = Config::deserialize(toml::Value::Table(table))
+            .map_err(|e| ConfigError::Parse { path: origin, message: e.to_string() })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every value, reporting all problems at once, each naming its key.
+    pub fn validate(&self) -> Result<()> {
+        let mut problems = Vec::new();
+        let c = &self.collector;
+        if c.listen.is_empty() {
+            problems.push("collector.listen: at least one address is needed".to_owned());
+        }
+        let mut seen = std::collections::HashSet::new();
+        for addr in &c.listen {
+            if !seen.insert(addr) {
+                problems.push(format!("collector.listen: {addr} is listed twice"));
+            }
+        }
+        if c.workers == 0 || c.workers > 64 {
+            problems.push(format!("collector.workers: {} is out of range 1..=64", c.workers));
+        }
+        if c.receive_buffer_bytes < 64 << 10 {
+            problems.push(format!(
+                "collector.receive_buffer_bytes: {} is below the 65536-byte minimum",
+                c.receive_buffer_bytes
+            ));
+        }
+        if c.chunk_records == 0 {
+            problems.push("collector.chunk_records: must be at least 1".to_owned());
+        }
+        if c.queue_chunks == 0 {
+            problems.push("collector.queue_chunks: must be at least 1".to_owned());
+        }
+        if c.stats_interval_seconds == 0 {
+            problems.push("collector.stats_interval_seconds: must be at least 1".to_owned());
+        }
+        let b = &self.batch;
+        if b.max_rows == 0 {
+            problems.push("batch.max_rows: must be at least 1".to_owned());
+        }
+        if b.max_bytes < 4096 {
+            problems.push(format!("batch.max_bytes: {} is below the 4096-byte minimum", b.max_bytes));
+        }
+        if b.max_age_ms == 0 {
+            problems.push("batch.max_age_ms: must be at least 1".to_owned());
+        }
+        if b.retry_initial_ms == 0 || b.retry_initial_ms > b.retry_max_ms {
+            problems.push(format!(
+                "batch.retry_initial_ms: {} must be at least 1 and at most batch.retry_max_ms ({})",
+                b.retry_initial_ms, b.retry_max_ms
+            ));
+        }
+        let d = &self.decoder;
+        if d.max_templates_per_exporter == 0 {
+            problems.push("decoder.max_templates_per_exporter: must be at least 1".to_owned());
+        }
+        let mut exporters = std::collections::HashSet::new();
+        for (i, exporter) in self.exporters.iter().enumerate() {
+            if !exporters.insert(exporter.address) {
+                problems.push(format!("exporters[{i}].address: {} is configured twice", exporter.address));
+            }
+            for (key, value) in [
+                ("sampling_default", exporter.sampling_default),
+                ("sampling_override", exporter.sampling_override),
+            ] {
+                if value == Some(0) {
+                    problems.push(format!("exporters[{i}].{key}: a sampling rate is at least 1"));
+                }
+            }
+        }
+        problems.extend(self.clickhouse.problems().into_iter().map(|p| format!("clickhouse.{p}")));
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid { problems })
+        }
+    }
+}
+
+/// Sets `key` (dotted path) in `table` to `value`, parsed as TOML where it parses.
+fn set_path(table: &mut toml::Table, key: &str, value: &str) -> std::result::Result<(), String> {
+    let parts: Vec<&str> = key.split('.').collect();
+    if parts.iter().any(|p| p.is_empty()) {
+        return Err(format!("`{key}` is not a valid key path"));
+    }
+    let parsed = toml::from_str::<toml::Table>(&format!("v = {value}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(value.to_owned()));
+    let (last, parents) = parts.split_last().ok_or_else(|| "empty key".to_owned())?;
+    let mut current = table;
+    for part in parents {
+        let entry = current
+            .entry((*part).to_owned())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        current = entry
+            .as_table_mut()
+            .ok_or_else(|| format!("`{part}` in `{key}` is not a section"))?;
+    }
+    current.insert((*last).to_owned(), parsed);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env() -> Vec<(String, String)> {
+        Vec::new()
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let config = Config::load(None, no_env(), &[]).expect("defaults");
+        assert_eq!(config.collector.listen.len(), 3);
+    }
+
+    #[test]
+    fn shipped_example_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/egress.example.toml");
+        let config = Config::load(Some(&path), no_env(), &[]).expect("example config");
+        assert!(!config.exporters.is_empty(), "the example documents exporter settings");
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "[batch]\nmax_rowz = 5\n").expect("write");
+        let error = Config::load(Some(&path), no_env(), &[]).expect_err("typo").to_string();
+        assert!(error.contains("max_rowz"), "{error}");
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_key() {
+        let sets = ["collector.workers=0".to_owned(), "batch.max_rows=0".to_owned()];
+        let error = Config::load(None, no_env(), &sets).expect_err("invalid").to_string();
+        assert!(error.contains("collector.workers"), "{error}");
+        assert!(error.contains("batch.max_rows"), "{error}");
+    }
+
+    #[test]
+    fn environment_and_flags_override_the_file_in_that_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[batch]\nmax_rows = 10\nmax_age_ms = 10\n").expect("write");
+        let env = vec![
+            ("EGRESS__BATCH__MAX_ROWS".to_owned(), "20".to_owned()),
+            ("EGRESS__BATCH__MAX_AGE_MS".to_owned(), "20".to_owned()),
+            ("UNRELATED".to_owned(), "x".to_owned()),
+        ];
+        let config = Config::load(Some(&path), env, &["batch.max_rows=30".to_owned()]).expect("config");
+        assert_eq!(config.batch.max_rows, 30);
+        assert_eq!(config.batch.max_age_ms, 20);
+    }
+
+    #[test]
+    fn list_values_parse_as_toml() {
+        let sets = ["collector.listen=[\"127.0.0.1:9995\", \"[::1]:9996\"]".to_owned()];
+        let config = Config::load(None, no_env(), &sets).expect("config");
+        assert_eq!(config.collector.listen.len(), 2);
+    }
+}

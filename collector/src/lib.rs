@@ -5,10 +5,18 @@
 //! [`normalise`] (one record shape) → [`enrich`] (sampling from config) → [`batch`] →
 //! [`sink`] (ClickHouse, or null). [`pipeline`] owns the wiring and the shutdown order.
 //! Around them: [`config`], [`metrics`], [`capture`] (pcap files, for `egress decode`) and
-//! [`simulate`] (virtual exporters).
+//! [`simulate`] (virtual exporters), [`http`] (the metrics endpoint).
 
+pub mod batch;
 pub mod capture;
 pub mod config;
 pub mod decode;
 pub mod decode_file;
+pub mod enrich;
+pub mod http;
+pub mod listener;
+pub mod metrics;
 pub mod normalise;
+pub mod pipeline;
+pub mod simulate;
+pub mod sink;

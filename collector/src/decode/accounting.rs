@@ -55,11 +55,7 @@ impl ExporterCounters {
     }
 
     fn mean_records_per_datagram(&self) -> u64 {
-        if self.lifetime_datagrams == 0 {
-            1
-        } else {
-            (self.lifetime_records / self.lifetime_datagrams).max(1)
-        }
+        self.lifetime_records.checked_div(self.lifetime_datagrams).unwrap_or(1).max(1)
     }
 }
 

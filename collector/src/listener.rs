@@ -1,0 +1,272 @@
+//! Listener: UDP datagrams in, chunks of decoded and enriched records out.
+//!
+//! Each listen address gets `collector.workers` sockets bound with `SO_REUSEPORT`; the kernel
+//! hashes each exporter (source address and port) onto one of them, so each worker keeps the
+//! template state of its own exporters in its own [`Decoder`] with no locking. A worker is a
+//! plain OS thread doing blocking receives: decoding is CPU work, and a dedicated thread per
+//! socket keeps it off the async runtime and leaves room for batched receives.
+//!
+//! A worker collects records into a [`Chunk`] and hands it to the batcher when it holds
+//! `chunk_records` rows or has waited [`CHUNK_MAX_WAIT`]. If the batcher's queue is full the
+//! chunk is dropped and counted (`egress_records_dropped_total{reason="queue_full"}`).
+//! Every `stats_interval_seconds` (and at shutdown) it drains its loss accounting into
+//! `exporter_stats` rows. At shutdown (the token is cancelled) it finishes the datagram in hand,
+//! flushes its chunk with a blocking send (nothing received is dropped) and returns.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::batch::Chunk;
+use crate::decode::{DecodeErrorKind, DecodeOutput, Decoder, DecoderConfig};
+use crate::enrich::Enricher;
+use crate::metrics::{DropReason, Metrics};
+use crate::normalise::FlowType;
+
+/// Longest time a record waits in a worker before it is handed on.
+pub const CHUNK_MAX_WAIT: Duration = Duration::from_millis(100);
+/// How often a blocked receive wakes up to check for shutdown and flush.
+const RECEIVE_TIMEOUT: Duration = Duration::from_millis(50);
+/// Largest UDP payload.
+const MAX_DATAGRAM: usize = 65_535;
+
+/// Errors setting up the listeners.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ListenerError {
+    #[error("cannot listen on {address}: {source}")]
+    Bind { address: SocketAddr, source: std::io::Error },
+}
+
+pub type Result<T> = std::result::Result<T, ListenerError>;
+
+/// A bound receive socket.
+#[derive(Debug)]
+pub struct BoundSocket {
+    pub address: SocketAddr,
+    pub socket: std::net::UdpSocket,
+    /// Receive buffer the kernel granted (as it reports it: Linux doubles the asked size).
+    pub receive_buffer_bytes: usize,
+}
+
+/// Binds `workers` sockets on each address, with `SO_REUSEPORT` and the asked receive buffer.
+/// Port 0 is resolved once, so every worker of an address shares the same port.
+pub fn bind(addresses: &[SocketAddr], workers: usize, receive_buffer_bytes: usize) -> Result<Vec<BoundSocket>> {
+    let mut sockets = Vec::new();
+    for &requested in addresses {
+        let mut address = requested;
+        for _ in 0..workers {
+            let bound = bind_one(address, receive_buffer_bytes)
+                .map_err(|source| ListenerError::Bind { address: requested, source })?;
+            address = bound.address;
+            sockets.push(bound);
+        }
+    }
+    Ok(sockets)
+}
+
+fn bind_one(address: SocketAddr, receive_buffer_bytes: usize) -> std::io::Result<BoundSocket> {
+    let socket = Socket::new(Domain::for_address(address), Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_reuse_port(true)?;
+    socket.set_reuse_address(true)?;
+    if address.is_ipv6() {
+        // `[::]` also takes IPv4 exporters (as IPv4-mapped addresses).
+        socket.set_only_v6(false)?;
+    }
+    if let Err(error) = socket.set_recv_buffer_size(receive_buffer_bytes) {
+        warn!(%address, %error, "could not set the receive buffer size");
+    }
+    socket.bind(&address.into())?;
+    socket.set_read_timeout(Some(RECEIVE_TIMEOUT))?;
+    let granted = socket.recv_buffer_size().unwrap_or(0);
+    if granted < receive_buffer_bytes {
+        warn!(
+            %address,
+            asked = receive_buffer_bytes,
+            granted,
+            "the kernel granted a smaller receive buffer; raise net.core.rmem_max to avoid drops under bursts"
+        );
+    }
+    let socket: std::net::UdpSocket = socket.into();
+    let address = socket.local_addr()?;
+    Ok(BoundSocket { address, socket, receive_buffer_bytes: granted })
+}
+
+/// Datagrams the kernel dropped on these sockets' receive queues, from `/proc/net/udp{,6}`.
+/// Returns `None` where procfs is not available.
+pub fn kernel_receive_drops(sockets: &[std::net::UdpSocket]) -> Option<u64> {
+    use std::os::fd::AsRawFd;
+    let inodes: Vec<String> = sockets
+        .iter()
+        .filter_map(|s| std::fs::read_link(format!("/proc/self/fd/{}", s.as_raw_fd())).ok())
+        .filter_map(|link| {
+            let link = link.to_string_lossy().into_owned();
+            link.strip_prefix("socket:[")?.strip_suffix(']').map(str::to_owned)
+        })
+        .collect();
+    let mut drops = 0u64;
+    let mut found = false;
+    for table in ["/proc/net/udp", "/proc/net/udp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else { continue };
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // sl local rem st tx:rx tr:when retrnsmt uid timeout inode ref pointer drops
+            if let (Some(inode), Some(count)) = (fields.get(9), fields.get(12)) {
+                if inodes.iter().any(|i| i == inode) {
+                    found = true;
+                    drops += count.parse::<u64>().unwrap_or(0);
+                }
+            }
+        }
+    }
+    found.then_some(drops)
+}
+
+/// One receive worker.
+#[derive(Debug)]
+pub struct Worker {
+    pub socket: std::net::UdpSocket,
+    pub decoder_config: DecoderConfig,
+    pub enricher: Arc<Enricher>,
+    pub metrics: Metrics,
+    pub output: mpsc::Sender<Chunk>,
+    pub chunk_records: usize,
+    pub stats_interval: Duration,
+}
+
+/// Gauges that are sums over workers: each worker adds the change of its own value.
+#[derive(Debug, Default)]
+struct GaugeShare {
+    templates: i64,
+    held: i64,
+}
+
+impl Worker {
+    /// Runs until `shutdown` is cancelled. Blocking: call from a dedicated thread.
+    pub fn run(self, shutdown: CancellationToken) {
+        let Worker { socket, decoder_config, enricher, metrics, output, chunk_records, stats_interval } = self;
+        let mut decoder = Decoder::new(&decoder_config);
+        let mut buffer = vec![0u8; MAX_DATAGRAM];
+        let mut out = DecodeOutput::default();
+        let mut chunk = Chunk::default();
+        let mut chunk_started = Instant::now();
+        let mut last_stats = Instant::now();
+        let mut last_gauges = Instant::now();
+        let mut share = GaugeShare::default();
+        let error_counters: Vec<_> = DecodeErrorKind::ALL.iter().map(|k| (*k, metrics.decode_error(*k))).collect();
+        let decoded_counters: Vec<_> = FlowType::ALL.iter().map(|t| (*t, metrics.decoded(*t))).collect();
+        let count_error = |kind: DecodeErrorKind| {
+            if let Some((_, counter)) = error_counters.iter().find(|(k, _)| *k == kind) {
+                counter.inc();
+            }
+        };
+        let count_decoded = |flow_type: FlowType, n: usize| {
+            if let Some((_, counter)) = decoded_counters.iter().find(|(t, _)| *t == flow_type) {
+                counter.inc_by(n as u64);
+            }
+        };
+
+        while !shutdown.is_cancelled() {
+            match socket.recv_from(&mut buffer) {
+                Ok((len, source)) => {
+                    metrics.datagrams_received.inc();
+                    metrics.bytes_received.inc_by(len as u64);
+                    let exporter = source.ip();
+                    let payload = &buffer[..len];
+                    out.clear();
+                    if let Err(error) = decoder.decode(exporter, unix_now(), payload, &mut out) {
+                        count_error(error.kind);
+                        debug!(%exporter, kind = error.kind.as_str(), offset = error.offset, detail = %error.detail, "datagram dropped");
+                    }
+                    for error in &out.errors {
+                        count_error(error.kind);
+                        debug!(%exporter, kind = error.kind.as_str(), offset = error.offset, detail = %error.detail, "part of a datagram dropped");
+                    }
+                    if let Some(first) = out.flows.first() {
+                        count_decoded(first.flow_type, out.flows.len());
+                    }
+                    if !out.counters.is_empty() {
+                        count_decoded(FlowType::Sflow5, out.counters.len());
+                    }
+                    enricher.apply(exporter, &mut out.flows);
+                    if chunk.is_empty() {
+                        chunk_started = Instant::now();
+                    }
+                    chunk.flows.append(&mut out.flows);
+                    chunk.counters.append(&mut out.counters);
+                }
+                Err(error)
+                    if matches!(error.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                Err(error) => {
+                    warn!(address = ?socket.local_addr().ok(), %error, "receive failed");
+                    std::thread::sleep(RECEIVE_TIMEOUT);
+                }
+            }
+            if last_stats.elapsed() >= stats_interval {
+                last_stats = Instant::now();
+                drain_stats(&mut decoder, &metrics, &mut chunk);
+            }
+            if last_gauges.elapsed() >= Duration::from_secs(1) {
+                last_gauges = Instant::now();
+                update_gauges(&decoder, &metrics, &mut share);
+            }
+            if chunk.len() >= chunk_records || (!chunk.is_empty() && chunk_started.elapsed() >= CHUNK_MAX_WAIT) {
+                hand_on(&output, &mut chunk, &metrics);
+            }
+        }
+        drain_stats(&mut decoder, &metrics, &mut chunk);
+        // This worker's share of the summed gauges goes with it.
+        metrics.templates_known.dec_by(share.templates);
+        metrics.held_sets.dec_by(share.held);
+        if !chunk.is_empty() {
+            let lost = (chunk.flows.len() + chunk.counters.len()) as u64;
+            if output.blocking_send(std::mem::take(&mut chunk)).is_err() {
+                metrics.dropped(DropReason::Shutdown).inc_by(lost);
+            }
+        }
+    }
+}
+
+fn drain_stats(decoder: &mut Decoder, metrics: &Metrics, chunk: &mut Chunk) {
+    let now = unix_now();
+    let rows = decoder.accounting.drain(now - now % 60);
+    metrics.records_lost.inc_by(rows.iter().map(|r| r.records_lost).sum());
+    chunk.stats.extend(rows);
+}
+
+fn update_gauges(decoder: &Decoder, metrics: &Metrics, share: &mut GaugeShare) {
+    let templates = decoder.learned().templates.len() as i64;
+    let held = decoder.held_sets() as i64;
+    metrics.templates_known.inc_by(templates - share.templates);
+    metrics.held_sets.inc_by(held - share.held);
+    share.templates = templates;
+    share.held = held;
+}
+
+fn hand_on(output: &mpsc::Sender<Chunk>, chunk: &mut Chunk, metrics: &Metrics) {
+    let records = (chunk.flows.len() + chunk.counters.len()) as u64;
+    match output.try_send(std::mem::take(chunk)) {
+        Ok(()) => {
+            metrics.queue_chunks.set((output.max_capacity() - output.capacity()) as i64);
+        }
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            metrics.dropped(DropReason::QueueFull).inc_by(records);
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => {
+            metrics.dropped(DropReason::Shutdown).inc_by(records);
+        }
+    }
+}
+
+/// The collector's clock, Unix seconds.
+pub fn unix_now() -> u32 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
+        .unwrap_or(0)
+}
