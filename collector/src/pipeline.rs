@@ -91,7 +91,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         SinkKind::Clickhouse => {
             let client = egress_query::connection::client(&config.clickhouse)
                 .context("building the ClickHouse client (key: clickhouse)")?;
-            Sink::ClickHouse(ClickHouseSink::new(client))
+            Sink::ClickHouse(ClickHouseSink::new(client).with_insert_timeout(config.clickhouse.insert_timeout()))
         }
     };
 

@@ -622,7 +622,7 @@ impl NetflowDecoder {
                         Ok(templates) => {
                             for (template_id, template_fields, is_options) in templates {
                                 self.install(scope, template_id, template_fields, is_options, time_received);
-                                self.release(scope, template_id, accounting, out);
+                                self.release(scope, template_id, out);
                             }
                         }
                         Err(detail) => {
@@ -917,13 +917,7 @@ impl NetflowDecoder {
     }
 
     /// Decodes the sets of `scope` that were waiting for `template_id`, in arrival order.
-    fn release(
-        &mut self,
-        scope: ScopeKey,
-        template_id: u16,
-        accounting: &mut Accounting,
-        out: &mut DecodeOutput,
-    ) {
+    fn release(&mut self, scope: ScopeKey, template_id: u16, out: &mut DecodeOutput) {
         let Some(queue) = self.held.get_mut(&scope.exporter) else {
             return;
         };
@@ -937,8 +931,8 @@ impl NetflowDecoder {
             .drain(..)
             .partition(|h| h.scope == scope && h.template_id == template_id);
         *queue = waiting;
+        // Problems go to `out.errors`; the caller counts them with the datagram's own.
         for held in ready {
-            let errors_before = out.errors.len();
             self.decode_data_set(
                 scope,
                 template_id,
@@ -948,14 +942,6 @@ impl NetflowDecoder {
                 held.offset,
                 out,
             );
-            for new_error in &out.errors[errors_before..] {
-                accounting.error(
-                    scope.exporter,
-                    scope.domain,
-                    scope.flow_type.flow_type(),
-                    new_error.kind,
-                );
-            }
         }
     }
 
