@@ -1,0 +1,115 @@
+//! Several exporters at once, end to end into a real ClickHouse server (Debian's 18.16).
+//!
+//! Simulated routers of every protocol send from different loopback addresses. The NetFlow v9
+//! fleets share template ids (every simulated v9 router uses the same ids and sampler ids) but
+//! announce different sampling rates in their options data, so a decoder that mixed template
+//! or options state across exporters would store wrong rates. Each stored record must keep its
+//! own exporter's rate, and per exporter the stored count and byte and packet sums must equal
+//! what the simulator sent. `exporter_stats` must account for every datagram with no loss.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use egress_collector::config::Config;
+use egress_collector::simulate::{self, Protocol, SimulateConfig, SimulateReport};
+use egress_testkit::clickhouse::ClickHouseServer;
+use tokio_util::sync::CancellationToken;
+
+fn fleet(target: SocketAddr, protocol: Protocol, first: [u8; 4], exporters: u32, rate: u32) -> SimulateConfig {
+    SimulateConfig {
+        target,
+        protocol,
+        records_per_second: 3_000,
+        exporters,
+        duration: Some(Duration::from_secs(2)),
+        sampling_rate: Some(rate),
+        bind_base: Some(IpAddr::from(first)),
+        seed: u64::from(first[3]),
+        ..SimulateConfig::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_exporters_keep_their_own_sampling_rates() {
+    let server = ClickHouseServer::start().expect("ClickHouse server");
+    let sets = [
+        "collector.listen=[\"127.0.0.1:0\"]".to_owned(),
+        "collector.metrics_listen=\"127.0.0.1:0\"".to_owned(),
+        "collector.stats_interval_seconds=1".to_owned(),
+        "batch.max_age_ms=200".to_owned(),
+        format!("clickhouse.url=\"{}\"", server.http_url()),
+        "clickhouse.database=\"multi\"".to_owned(),
+    ];
+    let config = Config::load(None, Vec::new(), &sets).expect("config");
+    let shutdown = CancellationToken::new();
+    let running = egress_collector::pipeline::start(config, shutdown.clone()).await.expect("collector");
+    let target = running.listening[0];
+    // Let the schema migration finish before the first insert would have to wait for it.
+    wait_for(|| server.query_scalar("EXISTS TABLE multi.flows").map(|v| v == "1").unwrap_or(false)).await;
+
+    let fleets = vec![
+        fleet(target, Protocol::Netflow9, [127, 0, 0, 20], 2, 100),
+        fleet(target, Protocol::Netflow9, [127, 0, 0, 30], 2, 1000),
+        fleet(target, Protocol::Ipfix, [127, 0, 0, 40], 2, 64),
+        fleet(target, Protocol::Netflow5, [127, 0, 0, 50], 1, 10),
+        fleet(target, Protocol::Sflow5, [127, 0, 0, 60], 2, 512),
+    ];
+    let tasks: Vec<_> = fleets.into_iter().map(|f| tokio::spawn(simulate::run(f, CancellationToken::new()))).collect();
+    let mut reports: Vec<SimulateReport> = Vec::new();
+    for task in tasks {
+        reports.push(task.await.expect("simulator task").expect("simulator"));
+    }
+    let sent_records: u64 = reports.iter().map(SimulateReport::flow_records).sum();
+    let sent_datagrams: u64 = reports.iter().map(SimulateReport::datagrams).sum();
+    assert!(sent_records > 20_000, "the fleets sent too little to prove anything: {sent_records}");
+
+    let metrics = running.metrics.clone();
+    wait_for(|| metrics.records_written.get() >= sent_records).await;
+    running.shutdown().await;
+
+    let rows = server
+        .query_scalar(
+            "SELECT IPv6NumToString(exporter_address), toString(flow_type), \
+             arrayStringConcat(arrayMap(x -> toString(x), groupUniqArray(sampling_rate)), ','), \
+             count(), sum(bytes), sum(packets) \
+             FROM multi.flows GROUP BY exporter_address, flow_type ORDER BY exporter_address FORMAT TSV",
+        )
+        .expect("per-exporter query");
+    eprintln!("stored per exporter (address, type, rates, records, bytes, packets):\n{rows}");
+    let stored: BTreeMap<String, Vec<String>> = rows
+        .lines()
+        .map(|line| {
+            let fields: Vec<String> = line.split('\t').map(str::to_owned).collect();
+            (fields[0].clone(), fields[1..].to_vec())
+        })
+        .collect();
+    let mut expected_exporters = 0;
+    for report in &reports {
+        for exporter in &report.exporters {
+            expected_exporters += 1;
+            let address = egress_query::schema::to_v6(exporter.exporter_address).to_string();
+            let row = stored.get(&address).unwrap_or_else(|| panic!("no rows stored for {address}: {stored:?}"));
+            assert_eq!(row[0], report.protocol.to_string(), "{address}: flow type");
+            assert_eq!(row[1], exporter.sampling_rate.to_string(), "{address}: every record keeps its exporter's rate");
+            assert_eq!(row[2], exporter.flow_records.to_string(), "{address}: records");
+            assert_eq!(row[3], exporter.bytes.to_string(), "{address}: bytes");
+            assert_eq!(row[4], exporter.packets.to_string(), "{address}: packets");
+        }
+    }
+    assert_eq!(stored.len(), expected_exporters, "no records from unknown exporters: {stored:?}");
+
+    let stats = server
+        .query_scalar("SELECT sum(datagrams), sum(records_lost) FROM multi.exporter_stats FORMAT TSV")
+        .expect("exporter_stats");
+    let datagrams_and_lost: Vec<u64> = stats.trim().split('\t').map(|v| v.parse().expect("number")).collect();
+    assert_eq!(datagrams_and_lost, vec![sent_datagrams, 0], "exporter_stats: datagrams, records lost");
+}
+
+async fn wait_for(mut condition: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !condition() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
