@@ -8,7 +8,7 @@
 //! the collectors can tell (see [`UdpTee`]).
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -18,7 +18,9 @@ use egress_testkit::exporters::{
     free_tcp_port, free_udp_port, NetflowVersion, Nfcapd, PeerTotals, PmacctdSfprobe, Sfacctd, Softflowd,
     UdpTee,
 };
-use egress_testkit::traffic::{write_pcap, TrafficSpec, TrafficTotals};
+use egress_testkit::traffic::{
+    write_pcap, Exfiltration, FlowTotals, TrafficSpec, TrafficTotals, ETHERNET_HEADER_LEN, FCS_LEN,
+};
 
 /// Flows in the generated capture: 100 flows, about 1300 packets (80 IPv4, 20 IPv6).
 const FLOWS: usize = 100;
@@ -138,6 +140,71 @@ fn pmacctd_sflow_peer_sfacctd_counts_every_packet() {
     assert_eq!(peer, expected_sflow(&totals));
 }
 
+/// The exfiltration capture (20 MiB uploaded by one host among 40 ordinary flows) through
+/// softflowd v9 sampling 1 in 10: nfcapd sees about a tenth of every flow. Systematic sampling
+/// takes every tenth packet of the whole stream, so each flow's sampled packet count is within
+/// one of its packets / 10; bytes likewise within one packet (at most 1440 bytes) per flow.
+#[test]
+fn softflowd_sampled_exfiltration_peer_nfcapd_sees_one_in_n() {
+    const RATE: u64 = 10;
+    let dir = tempfile::tempdir().unwrap();
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    let scenario = Exfiltration::default();
+    let spec = TrafficSpec::exfiltration(Duration::from_secs(now.as_secs()), &scenario);
+    let pcap = dir.path().join("exfiltration.pcap");
+    let totals = write_pcap(&pcap, &spec).unwrap();
+    let upload_flows: Vec<&FlowTotals> = totals
+        .per_flow
+        .iter()
+        .filter(|f| f.src == scenario.source)
+        .collect();
+    let upload = PeerTotals {
+        records: upload_flows.len() as u64,
+        bytes: upload_flows.iter().map(|f| f.bytes).sum(),
+        packets: upload_flows.iter().map(|f| f.packets).sum(),
+    };
+    assert!(upload.bytes > scenario.upload_bytes);
+
+    let mut nfcapd = Nfcapd::start().unwrap();
+    let tee = UdpTee::start(&[nfcapd.listen_addr()], false).unwrap();
+    let softflowd = Softflowd {
+        version: NetflowVersion::V9,
+        sampling_rate: Some(RATE as u32),
+    };
+    let report = softflowd.replay(&pcap, tee.listen_addr()).unwrap();
+    assert_eq!(tee.wait_quiet(QUIET, TIMEOUT).unwrap(), report.datagrams);
+    nfcapd.stop().unwrap();
+    let all = nfcapd.totals(None).unwrap();
+    let uploaded = nfcapd
+        .totals(Some(&format!(
+            "src ip {} and dst ip {}",
+            scenario.source, scenario.destination
+        )))
+        .unwrap();
+    eprintln!(
+        "sampled 1:{RATE}: all {all:?} of {} packets; upload {uploaded:?} of {upload:?}",
+        totals.packets
+    );
+
+    let within = |sampled: u64, actual: u64, flows: u64, unit: u64| {
+        (sampled * RATE).abs_diff(actual) <= flows * unit * RATE
+    };
+    assert!(within(all.packets, totals.packets, totals.flows, 1), "{all:?}");
+    assert!(within(all.bytes, totals.bytes, totals.flows, 1440), "{all:?}");
+    assert_eq!(
+        uploaded.records, upload.records,
+        "every upload connection is sampled"
+    );
+    assert!(
+        within(uploaded.packets, upload.packets, upload.records, 1),
+        "{uploaded:?}"
+    );
+    assert!(
+        within(uploaded.bytes, upload.bytes, upload.records, 1440),
+        "{uploaded:?}"
+    );
+}
+
 /// `egress collector` on free ports, writing to `clickhouse`; killed on drop.
 struct Collector {
     child: Child,
@@ -151,6 +218,7 @@ impl Collector {
         let metrics = SocketAddr::from(([127, 0, 0, 1], free_tcp_port().unwrap()));
         let child = Command::new(env!("CARGO_BIN_EXE_egress"))
             .arg("collector")
+            .args(["--log", "error"])
             .args(["--listen", &listen.to_string()])
             .args(["--clickhouse-url", &clickhouse.http_url()])
             .args(["--database", "egress_test"])
@@ -249,6 +317,75 @@ fn stored(clickhouse: &ClickHouseServer, flow_type: &str) -> PeerTotals {
     }
 }
 
+/// One stored flow, keyed by its 5-tuple (ports 0 for ICMP, whatever the exporter put there):
+/// `(src, dst, proto, src_port, dst_port, records, bytes, packets)`.
+type FlowKeyTotals = (IpAddr, IpAddr, u8, u16, u16, u64, u64, u64);
+
+/// What Egress stored for one flow type, grouped by 5-tuple and sorted.
+fn stored_flows(clickhouse: &ClickHouseServer, flow_type: &str) -> Vec<FlowKeyTotals> {
+    let body = clickhouse
+        .query_scalar(&format!(
+            "SELECT IPv6NumToString(src_addr), IPv6NumToString(dst_addr), proto, \
+                    if(proto IN (1, 58), 0, src_port) AS sp, if(proto IN (1, 58), 0, dst_port) AS dp, \
+                    count(), sum(bytes), sum(packets) \
+             FROM egress_test.flows WHERE flow_type = '{flow_type}' \
+             GROUP BY src_addr, dst_addr, proto, sp, dp FORMAT TabSeparated"
+        ))
+        .expect("querying egress_test.flows");
+    let address = |text: &str| -> IpAddr {
+        let v6: Ipv6Addr = text.parse().expect("an address");
+        v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)
+    };
+    let mut flows: Vec<FlowKeyTotals> = body
+        .lines()
+        .filter(|line| !line.is_empty())
+        .map(|line| {
+            let f: Vec<&str> = line.split('\t').collect();
+            assert_eq!(f.len(), 8, "unexpected row {line:?}");
+            let n = |i: usize| -> u64 { f[i].parse().expect("a number") };
+            (
+                address(f[0]),
+                address(f[1]),
+                n(2) as u8,
+                n(3) as u16,
+                n(4) as u16,
+                n(5),
+                n(6),
+                n(7),
+            )
+        })
+        .collect();
+    flows.sort();
+    flows
+}
+
+/// The pcap's flows in the same shape, with `records_per_flow` and `bytes_per_packet` added
+/// to each flow's IP bytes (sFlow: one record per packet, frame and FCS bytes).
+fn expected_flows(
+    per_flow: &[FlowTotals],
+    records: impl Fn(&FlowTotals) -> u64,
+    extra_bytes_per_packet: u64,
+) -> Vec<FlowKeyTotals> {
+    let mut flows: Vec<FlowKeyTotals> = per_flow
+        .iter()
+        .map(|f| {
+            let bytes = f.bytes + f.packets * extra_bytes_per_packet;
+            (
+                f.src,
+                f.dst,
+                f.proto,
+                f.src_port,
+                f.dst_port,
+                records(f),
+                bytes,
+                f.packets,
+            )
+        })
+        .collect();
+    flows.sort();
+    flows
+}
+
 fn check_egress_softflowd(version: NetflowVersion) {
     let dir = tempfile::tempdir().unwrap();
     let (pcap, totals) = traffic_pcap(dir.path());
@@ -259,28 +396,32 @@ fn check_egress_softflowd(version: NetflowVersion) {
     let written = collector.wait_written(peer.records);
     assert_eq!(written, peer.records, "egress_records_written_total");
     assert_eq!(stored(&clickhouse, version.flow_type()), peer);
+    let pcap_flows = match version {
+        NetflowVersion::V5 => totals.ipv4_only().per_flow,
+        NetflowVersion::V9 | NetflowVersion::Ipfix => totals.per_flow,
+    };
+    assert_eq!(
+        stored_flows(&clickhouse, version.flow_type()),
+        expected_flows(&pcap_flows, |_| 1, 0)
+    );
 }
 
 #[test]
-#[ignore = "needs egress collector (lead)"]
 fn egress_stores_softflowd_v5_as_nfcapd_counts() {
     check_egress_softflowd(NetflowVersion::V5);
 }
 
 #[test]
-#[ignore = "needs egress collector (lead)"]
 fn egress_stores_softflowd_v9_as_nfcapd_counts() {
     check_egress_softflowd(NetflowVersion::V9);
 }
 
 #[test]
-#[ignore = "needs egress collector (lead)"]
 fn egress_stores_softflowd_ipfix_as_nfcapd_counts() {
     check_egress_softflowd(NetflowVersion::Ipfix);
 }
 
 #[test]
-#[ignore = "needs egress collector (lead)"]
 fn egress_stores_pmacctd_sflow_as_sfacctd_counts() {
     let dir = tempfile::tempdir().unwrap();
     let (pcap, totals) = traffic_pcap(dir.path());
@@ -291,4 +432,6 @@ fn egress_stores_pmacctd_sflow_as_sfacctd_counts() {
     let written = collector.wait_written(peer.records);
     assert_eq!(written, peer.records, "egress_records_written_total");
     assert_eq!(stored(&clickhouse, "sflow5"), peer);
+    let sampled = expected_flows(&totals.per_flow, |f| f.packets, ETHERNET_HEADER_LEN + FCS_LEN);
+    assert_eq!(stored_flows(&clickhouse, "sflow5"), sampled);
 }

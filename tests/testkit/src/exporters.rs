@@ -578,14 +578,28 @@ impl Nfcapd {
 
     /// Stops nfcapd (it writes its file on SIGTERM) and counts what it stored.
     pub fn finish(mut self) -> Result<PeerTotals> {
-        self.process.signal("TERM")?;
-        self.process.wait(PROCESS_TIMEOUT)?;
-        let output = Command::new("nfdump")
-            .arg("-R")
-            .arg(&self.flow_dir)
-            .args(["-o", "csv", "-N"])
-            .output()
-            .context("running nfdump")?;
+        self.stop()?;
+        self.totals(None)
+    }
+
+    /// Stops nfcapd, which writes its file; [`Nfcapd::totals`] reads it afterwards.
+    pub fn stop(&mut self) -> Result<()> {
+        if self.process.try_wait()?.is_none() {
+            self.process.signal("TERM")?;
+            self.process.wait(PROCESS_TIMEOUT)?;
+        }
+        Ok(())
+    }
+
+    /// Counts the stored records matching an nfdump `filter` (for example
+    /// `"src ip 10.66.6.6"`), or all of them. Call after [`Nfcapd::stop`].
+    pub fn totals(&self, filter: Option<&str>) -> Result<PeerTotals> {
+        let mut command = Command::new("nfdump");
+        command.arg("-R").arg(&self.flow_dir).args(["-o", "csv", "-N"]);
+        if let Some(filter) = filter {
+            command.arg(filter);
+        }
+        let output = command.output().context("running nfdump")?;
         if !output.status.success() {
             bail!("nfdump failed: {}", String::from_utf8_lossy(&output.stderr));
         }
