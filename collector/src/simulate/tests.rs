@@ -675,3 +675,53 @@ fn decoder_reads_back_what_was_sent() {
         }
     }
 }
+
+/// Throughput of the simulator itself: `EGRESS_SIM_RATE` records per second (default 200 000)
+/// for 3 s per protocol, to a local socket that reads and drops. Run in release mode:
+/// `cargo test --release -p egress-collector --lib simulate::tests::send_rate -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement: run by hand in release mode"]
+async fn send_rate() {
+    let rate: u64 = std::env::var("EGRESS_SIM_RATE")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(200_000);
+    for protocol in Protocol::ALL {
+        let receiver = std::net::UdpSocket::bind("127.0.0.1:0").expect("receiver");
+        let target = receiver.local_addr().expect("receiver address");
+        receiver
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .expect("timeout");
+        let drain = std::thread::spawn(move || {
+            let (mut datagrams, mut buffer) = (0u64, [0u8; 2048]);
+            while receiver.recv(&mut buffer).is_ok() {
+                datagrams += 1;
+            }
+            datagrams
+        });
+        let config = SimulateConfig {
+            target,
+            protocol,
+            records_per_second: rate,
+            exporters: 4,
+            duration: Some(Duration::from_secs(3)),
+            ..SimulateConfig::default()
+        };
+        let report = run(config, CancellationToken::new()).await.expect("run");
+        let received = drain.join().expect("receiver thread");
+        println!(
+            "{protocol}: {} records in {:.2} s = {:.0} records/s, {} datagrams ({:.0}/s), {} received, {} send errors",
+            report.flow_records(),
+            report.elapsed.as_secs_f64(),
+            report.records_per_second(),
+            report.datagrams(),
+            report.datagrams() as f64 / report.elapsed.as_secs_f64(),
+            received,
+            report.send_errors()
+        );
+        assert!(
+            report.records_per_second() >= 0.9 * rate as f64,
+            "{protocol} could not keep up"
+        );
+    }
+}
