@@ -162,7 +162,10 @@ impl SimulateArgs {
     fn to_config(&self) -> anyhow::Result<SimulateConfig> {
         Ok(SimulateConfig {
             target: self.target,
-            protocol: self.protocol.parse().map_err(|e| anyhow::anyhow!("--protocol {}: {e}", self.protocol))?,
+            protocol: self
+                .protocol
+                .parse()
+                .map_err(|e| anyhow::anyhow!("--protocol {}: {e}", self.protocol))?,
             records_per_second: self.rate,
             exporters: self.exporters,
             duration: self.duration.map(std::time::Duration::from_secs_f64),
@@ -271,7 +274,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let shutdown = shutdown_on_signal();
     let running = egress_collector::pipeline::start(config, shutdown.clone()).await?;
     let target = *running.listening.first().context("no listen address")?;
-    let target = if target.ip().is_unspecified() { SocketAddr::from(([127, 0, 0, 1], target.port())) } else { target };
+    let target = if target.ip().is_unspecified() {
+        SocketAddr::from(([127, 0, 0, 1], target.port()))
+    } else {
+        target
+    };
     let mut simulators = Vec::new();
     for (index, spec) in args.simulate.iter().enumerate() {
         let (protocol, rate) = spec
@@ -279,11 +286,18 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             .with_context(|| format!("--simulate {spec}: expected PROTOCOL=RECORDS_PER_S"))?;
         let config = SimulateConfig {
             target,
-            protocol: protocol.parse().map_err(|e| anyhow::anyhow!("--simulate {spec}: {e}"))?,
+            protocol: protocol
+                .parse()
+                .map_err(|e| anyhow::anyhow!("--simulate {spec}: {e}"))?,
             records_per_second: rate.parse().with_context(|| format!("--simulate {spec}: rate"))?,
             exporters: args.simulate_exporters,
             // Each protocol's routers get their own loopback addresses: 127.0.0.10, .11, ...
-            bind_base: Some(std::net::IpAddr::from([127, 0, 0, 10 + (index as u32 * args.simulate_exporters) as u8])),
+            bind_base: Some(std::net::IpAddr::from([
+                127,
+                0,
+                0,
+                10 + (index as u32 * args.simulate_exporters) as u8,
+            ])),
             seed: index as u64 + 1,
             ..SimulateConfig::default()
         };

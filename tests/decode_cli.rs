@@ -24,7 +24,10 @@ fn captures() -> Vec<PathBuf> {
 }
 
 fn egress(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_egress")).args(args).output().expect("run egress")
+    Command::new(env!("CARGO_BIN_EXE_egress"))
+        .args(args)
+        .output()
+        .expect("run egress")
 }
 
 #[test]
@@ -34,7 +37,12 @@ fn json_output_is_the_decoded_records_for_every_capture() {
     let mut total_records = 0usize;
     for path in &files {
         let output = egress(&["decode", "--format", "json", path.to_str().expect("utf-8 path")]);
-        assert!(output.status.success(), "{}: {}", path.display(), String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "{}: {}",
+            path.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
         let printed: Vec<serde_json::Value> = String::from_utf8(output.stdout)
             .expect("utf-8")
             .lines()
@@ -44,20 +52,34 @@ fn json_output_is_the_decoded_records_for_every_capture() {
         let expected: Vec<serde_json::Value> = decoded.flows.iter().map(flow_json).collect();
         assert_eq!(printed, expected, "{}", path.display());
         let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(stderr.contains("datagrams:"), "{}: summary missing: {stderr}", path.display());
+        assert!(
+            stderr.contains("datagrams:"),
+            "{}: summary missing: {stderr}",
+            path.display()
+        );
         total_records += printed.len();
     }
     eprintln!("{} captures, {total_records} flow records printed", files.len());
-    assert!(total_records > 1500, "the captures hold about 1,900 flow records, printed {total_records}");
+    assert!(
+        total_records > 1500,
+        "the captures hold about 1,900 flow records, printed {total_records}"
+    );
 }
 
 #[test]
 fn json_fields_are_the_flows_columns_in_order() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/captures/netflow-v5/akvorado-nfv5.pcap");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/fixtures/captures/netflow-v5/akvorado-nfv5.pcap");
     let output = egress(&["decode", "--format", "json", path.to_str().expect("path")]);
     let first = String::from_utf8(output.stdout).expect("utf-8");
-    let first: serde_json::Value = serde_json::from_str(first.lines().next().expect("a record")).expect("JSON");
-    let keys: Vec<&str> = first.as_object().expect("object").keys().map(String::as_str).collect();
+    let first: serde_json::Value =
+        serde_json::from_str(first.lines().next().expect("a record")).expect("JSON");
+    let keys: Vec<&str> = first
+        .as_object()
+        .expect("object")
+        .keys()
+        .map(String::as_str)
+        .collect();
     assert_eq!(keys, FlowRow::COLUMN_NAMES.to_vec());
     // Addresses as text, times as RFC 3339 (tshark's first record of this capture).
     assert_eq!(first["src_addr"], "161.202.212.212");
@@ -78,7 +100,10 @@ fn table_output_has_a_header_and_one_line_per_record() {
     assert!(lines[0].starts_with("flow_start"), "{stdout}");
     assert_eq!(lines.len(), 1 + 12, "{stdout}");
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("sampler 1 rate 2000") && stderr.contains("sampler 2 rate 4000"), "{stderr}");
+    assert!(
+        stderr.contains("sampler 1 rate 2000") && stderr.contains("sampler 2 rate 4000"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -89,5 +114,8 @@ fn unreadable_file_is_a_clear_error() {
     let output = egress(&["decode", path.to_str().expect("path")]);
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("nothing.pcap") && stderr.contains("not a pcap"), "{stderr}");
+    assert!(
+        stderr.contains("nothing.pcap") && stderr.contains("not a pcap"),
+        "{stderr}"
+    );
 }

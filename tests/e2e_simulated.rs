@@ -16,7 +16,13 @@ use egress_collector::simulate::{self, Protocol, SimulateConfig, SimulateReport}
 use egress_testkit::clickhouse::ClickHouseServer;
 use tokio_util::sync::CancellationToken;
 
-fn fleet(target: SocketAddr, protocol: Protocol, first: [u8; 4], exporters: u32, rate: u32) -> SimulateConfig {
+fn fleet(
+    target: SocketAddr,
+    protocol: Protocol,
+    first: [u8; 4],
+    exporters: u32,
+    rate: u32,
+) -> SimulateConfig {
     SimulateConfig {
         target,
         protocol,
@@ -43,10 +49,18 @@ async fn several_exporters_keep_their_own_sampling_rates() {
     ];
     let config = Config::load(None, Vec::new(), &sets).expect("config");
     let shutdown = CancellationToken::new();
-    let running = egress_collector::pipeline::start(config, shutdown.clone()).await.expect("collector");
+    let running = egress_collector::pipeline::start(config, shutdown.clone())
+        .await
+        .expect("collector");
     let target = running.listening[0];
     // Let the schema migration finish before the first insert would have to wait for it.
-    wait_for(|| server.query_scalar("EXISTS TABLE multi.flows").map(|v| v == "1").unwrap_or(false)).await;
+    wait_for(|| {
+        server
+            .query_scalar("EXISTS TABLE multi.flows")
+            .map(|v| v == "1")
+            .unwrap_or(false)
+    })
+    .await;
 
     let fleets = vec![
         fleet(target, Protocol::Netflow9, [127, 0, 0, 20], 2, 100),
@@ -55,14 +69,20 @@ async fn several_exporters_keep_their_own_sampling_rates() {
         fleet(target, Protocol::Netflow5, [127, 0, 0, 50], 1, 10),
         fleet(target, Protocol::Sflow5, [127, 0, 0, 60], 2, 512),
     ];
-    let tasks: Vec<_> = fleets.into_iter().map(|f| tokio::spawn(simulate::run(f, CancellationToken::new()))).collect();
+    let tasks: Vec<_> = fleets
+        .into_iter()
+        .map(|f| tokio::spawn(simulate::run(f, CancellationToken::new())))
+        .collect();
     let mut reports: Vec<SimulateReport> = Vec::new();
     for task in tasks {
         reports.push(task.await.expect("simulator task").expect("simulator"));
     }
     let sent_records: u64 = reports.iter().map(SimulateReport::flow_records).sum();
     let sent_datagrams: u64 = reports.iter().map(SimulateReport::datagrams).sum();
-    assert!(sent_records > 20_000, "the fleets sent too little to prove anything: {sent_records}");
+    assert!(
+        sent_records > 20_000,
+        "the fleets sent too little to prove anything: {sent_records}"
+    );
 
     let metrics = running.metrics.clone();
     wait_for(|| metrics.records_written.get() >= sent_records).await;
@@ -89,21 +109,39 @@ async fn several_exporters_keep_their_own_sampling_rates() {
         for exporter in &report.exporters {
             expected_exporters += 1;
             let address = egress_query::schema::to_v6(exporter.exporter_address).to_string();
-            let row = stored.get(&address).unwrap_or_else(|| panic!("no rows stored for {address}: {stored:?}"));
+            let row = stored
+                .get(&address)
+                .unwrap_or_else(|| panic!("no rows stored for {address}: {stored:?}"));
             assert_eq!(row[0], report.protocol.to_string(), "{address}: flow type");
-            assert_eq!(row[1], exporter.sampling_rate.to_string(), "{address}: every record keeps its exporter's rate");
+            assert_eq!(
+                row[1],
+                exporter.sampling_rate.to_string(),
+                "{address}: every record keeps its exporter's rate"
+            );
             assert_eq!(row[2], exporter.flow_records.to_string(), "{address}: records");
             assert_eq!(row[3], exporter.bytes.to_string(), "{address}: bytes");
             assert_eq!(row[4], exporter.packets.to_string(), "{address}: packets");
         }
     }
-    assert_eq!(stored.len(), expected_exporters, "no records from unknown exporters: {stored:?}");
+    assert_eq!(
+        stored.len(),
+        expected_exporters,
+        "no records from unknown exporters: {stored:?}"
+    );
 
     let stats = server
         .query_scalar("SELECT sum(datagrams), sum(records_lost) FROM multi.exporter_stats FORMAT TSV")
         .expect("exporter_stats");
-    let datagrams_and_lost: Vec<u64> = stats.trim().split('\t').map(|v| v.parse().expect("number")).collect();
-    assert_eq!(datagrams_and_lost, vec![sent_datagrams, 0], "exporter_stats: datagrams, records lost");
+    let datagrams_and_lost: Vec<u64> = stats
+        .trim()
+        .split('\t')
+        .map(|v| v.parse().expect("number"))
+        .collect();
+    assert_eq!(
+        datagrams_and_lost,
+        vec![sent_datagrams, 0],
+        "exporter_stats: datagrams, records lost"
+    );
 }
 
 async fn wait_for(mut condition: impl FnMut() -> bool) {
@@ -129,23 +167,40 @@ async fn clickhouse_outage_loses_nothing() {
         "clickhouse.database=\"outage\"".to_owned(),
     ];
     let config = Config::load(None, Vec::new(), &sets).expect("config");
-    let running = egress_collector::pipeline::start(config, CancellationToken::new()).await.expect("collector");
+    let running = egress_collector::pipeline::start(config, CancellationToken::new())
+        .await
+        .expect("collector");
     let target = running.listening[0];
-    wait_for(|| server.query_scalar("EXISTS TABLE outage.flows").map(|v| v == "1").unwrap_or(false)).await;
+    wait_for(|| {
+        server
+            .query_scalar("EXISTS TABLE outage.flows")
+            .map(|v| v == "1")
+            .unwrap_or(false)
+    })
+    .await;
 
     server.stop().expect("stop ClickHouse");
-    let report = simulate::run(fleet(target, Protocol::Ipfix, [127, 0, 0, 70], 2, 100), CancellationToken::new())
-        .await
-        .expect("simulator");
+    let report = simulate::run(
+        fleet(target, Protocol::Ipfix, [127, 0, 0, 70], 2, 100),
+        CancellationToken::new(),
+    )
+    .await
+    .expect("simulator");
     let metrics = running.metrics.clone();
     // The records are decoded and held by the writer, which fails and retries meanwhile.
     wait_for(|| metrics.insert_failures.get() >= 2).await;
-    assert_eq!(metrics.records_written.get(), 0, "nothing can be written while ClickHouse is down");
+    assert_eq!(
+        metrics.records_written.get(),
+        0,
+        "nothing can be written while ClickHouse is down"
+    );
 
     server.restart().expect("restart ClickHouse");
     wait_for(|| metrics.records_written.get() >= report.flow_records()).await;
     running.shutdown().await;
-    let stored = server.query_scalar("SELECT count(), sum(bytes) FROM outage.flows FORMAT TSV").expect("count");
+    let stored = server
+        .query_scalar("SELECT count(), sum(bytes) FROM outage.flows FORMAT TSV")
+        .expect("count");
     assert_eq!(
         stored.trim(),
         format!("{}\t{}", report.flow_records(), report.bytes()),

@@ -18,6 +18,9 @@ fn readme_sql_examples_are_tested_examples() {
     let docs = blocks(&std::fs::read_to_string(root.join("docs/schema.md")).expect("schema reference"));
     assert!(!readme.is_empty(), "the README shows example SQL");
     for sql in readme {
-        assert!(docs.contains(&sql), "README query not among docs/schema.md's tested examples:\n{sql}");
+        assert!(
+            docs.contains(&sql),
+            "README query not among docs/schema.md's tested examples:\n{sql}"
+        );
     }
 }

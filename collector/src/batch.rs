@@ -66,7 +66,12 @@ pub struct OpenBatch<T> {
 
 impl<T> OpenBatch<T> {
     pub fn new(config: &BatchConfig) -> Self {
-        Self { rows: Vec::new(), opened: None, max_rows: config.max_rows, max_bytes: config.max_bytes }
+        Self {
+            rows: Vec::new(),
+            opened: None,
+            max_rows: config.max_rows,
+            max_bytes: config.max_bytes,
+        }
     }
 
     /// RowBinary size estimate: the in-memory size is within a few bytes of it for our rows,
@@ -172,7 +177,12 @@ impl Batcher {
             let now = Instant::now();
             let mut closed = Vec::new();
             closed.extend(self.flows.extend(chunk.flows, now).into_iter().map(Batch::Flows));
-            closed.extend(self.counters.extend(chunk.counters, now).into_iter().map(Batch::Counters));
+            closed.extend(
+                self.counters
+                    .extend(chunk.counters, now)
+                    .into_iter()
+                    .map(Batch::Counters),
+            );
             closed.extend(self.stats.extend(chunk.stats, now).into_iter().map(Batch::Stats));
             for batch in closed {
                 if output.send(batch).await.is_err() {
@@ -226,7 +236,11 @@ mod tests {
     }
 
     fn config(max_rows: usize, max_age_ms: u64) -> BatchConfig {
-        BatchConfig { max_rows, max_age_ms, ..BatchConfig::default() }
+        BatchConfig {
+            max_rows,
+            max_age_ms,
+            ..BatchConfig::default()
+        }
     }
 
     proptest! {
@@ -255,11 +269,20 @@ mod tests {
         let (chunk_tx, chunk_rx) = mpsc::channel(4);
         let (batch_tx, mut batch_rx) = mpsc::channel(4);
         let task = tokio::spawn(Batcher::new(config(1000, 500)).run(chunk_rx, batch_tx));
-        chunk_tx.send(Chunk { flows: vec![record(1), record(2)], ..Chunk::default() }).await.expect("send");
+        chunk_tx
+            .send(Chunk {
+                flows: vec![record(1), record(2)],
+                ..Chunk::default()
+            })
+            .await
+            .expect("send");
         tokio::time::sleep(Duration::from_millis(400)).await;
         assert!(batch_rx.try_recv().is_err(), "sent before max_age");
         tokio::time::sleep(Duration::from_millis(200)).await;
-        assert_eq!(batch_rx.recv().await, Some(Batch::Flows(vec![record(1), record(2)])));
+        assert_eq!(
+            batch_rx.recv().await,
+            Some(Batch::Flows(vec![record(1), record(2)]))
+        );
         drop(chunk_tx);
         task.await.expect("batcher");
         assert_eq!(batch_rx.recv().await, None);
@@ -270,7 +293,13 @@ mod tests {
         let (chunk_tx, chunk_rx) = mpsc::channel(4);
         let (batch_tx, mut batch_rx) = mpsc::channel(4);
         let task = tokio::spawn(Batcher::new(config(1000, 60_000)).run(chunk_rx, batch_tx));
-        chunk_tx.send(Chunk { flows: vec![record(7)], ..Chunk::default() }).await.expect("send");
+        chunk_tx
+            .send(Chunk {
+                flows: vec![record(7)],
+                ..Chunk::default()
+            })
+            .await
+            .expect("send");
         drop(chunk_tx);
         task.await.expect("batcher");
         assert_eq!(batch_rx.recv().await, Some(Batch::Flows(vec![record(7)])));
@@ -282,9 +311,15 @@ mod tests {
         let (batch_tx, mut batch_rx) = mpsc::channel(4);
         let _task = tokio::spawn(Batcher::new(config(3, 60_000)).run(chunk_rx, batch_tx));
         chunk_tx
-            .send(Chunk { flows: (0..4).map(record).collect(), ..Chunk::default() })
+            .send(Chunk {
+                flows: (0..4).map(record).collect(),
+                ..Chunk::default()
+            })
             .await
             .expect("send");
-        assert_eq!(batch_rx.recv().await, Some(Batch::Flows((0..3).map(record).collect())));
+        assert_eq!(
+            batch_rx.recv().await,
+            Some(Batch::Flows((0..3).map(record).collect()))
+        );
     }
 }

@@ -24,7 +24,10 @@ pub enum CaptureError {
     #[error("cannot open {path}: {source}")]
     Open { path: String, source: std::io::Error },
     #[error("{path} is not a pcap or pcapng file: {source}")]
-    Format { path: String, source: pcap_file::PcapError },
+    Format {
+        path: String,
+        source: pcap_file::PcapError,
+    },
     #[error("{path}: link type {link:?} is not supported (Ethernet, Linux SLL, raw IP, BSD loopback)")]
     LinkType { path: String, link: DataLink },
 }
@@ -54,16 +57,25 @@ pub struct CaptureSummary {
 /// Reads every UDP datagram of a pcap or pcapng file, in file order.
 pub fn read_datagrams(path: &Path) -> Result<(Vec<CapturedDatagram>, CaptureSummary)> {
     let name = path.display().to_string();
-    let file = File::open(path).map_err(|source| CaptureError::Open { path: name.clone(), source })?;
+    let file = File::open(path).map_err(|source| CaptureError::Open {
+        path: name.clone(),
+        source,
+    })?;
     let mut reader = BufReader::new(file);
     let mut magic = [0u8; 4];
     reader
         .read_exact(&mut magic)
-        .map_err(|source| CaptureError::Open { path: name.clone(), source })?;
+        .map_err(|source| CaptureError::Open {
+            path: name.clone(),
+            source,
+        })?;
     let chained = std::io::Cursor::new(magic).chain(reader);
     let mut datagrams = Vec::new();
     let mut summary = CaptureSummary::default();
-    let format_error = |source| CaptureError::Format { path: name.clone(), source };
+    let format_error = |source| CaptureError::Format {
+        path: name.clone(),
+        source,
+    };
 
     if magic == [0x0a, 0x0d, 0x0d, 0x0a] {
         let mut pcapng = PcapNgReader::new(chained).map_err(format_error)?;
@@ -80,7 +92,10 @@ pub fn read_datagrams(path: &Path) -> Result<(Vec<CapturedDatagram>, CaptureSumm
                 Block::SimplePacket(spb) => (0, 0, spb.data.as_ref()),
                 _ => continue,
             };
-            let link = links.get(interface_id as usize).copied().unwrap_or(DataLink::ETHERNET);
+            let link = links
+                .get(interface_id as usize)
+                .copied()
+                .unwrap_or(DataLink::ETHERNET);
             summary.frames += 1;
             let timestamp = u32::try_from(timestamp).unwrap_or(u32::MAX);
             push_frame(&name, link, timestamp, data, &mut datagrams, &mut summary)?;
@@ -113,7 +128,10 @@ fn push_frame(
         // BSD loopback: a 4-byte address family in host order, then the IP packet.
         DataLink::NULL | DataLink::LOOP => SlicedPacket::from_ip(frame.get(4..).unwrap_or_default()),
         other => {
-            return Err(CaptureError::LinkType { path: path.to_owned(), link: other });
+            return Err(CaptureError::LinkType {
+                path: path.to_owned(),
+                link: other,
+            });
         }
     };
     let Ok(sliced) = sliced else {
@@ -175,7 +193,10 @@ mod tests {
                 files += 1;
             }
         }
-        assert!(files > 100, "expected the full set of reference captures, read {files}");
+        assert!(
+            files > 100,
+            "expected the full set of reference captures, read {files}"
+        );
     }
 
     #[test]

@@ -177,10 +177,14 @@ impl Config {
         let (mut table, origin) = match path {
             Some(path) => {
                 let origin = path.display().to_string();
-                let text = std::fs::read_to_string(path)
-                    .map_err(|source| ConfigError::Read { path: origin.clone(), source })?;
-                let table: toml::Table = toml::from_str(&text)
-                    .map_err(|e| ConfigError::Parse { path: origin.clone(), message: e.to_string() })?;
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: origin.clone(),
+                    source,
+                })?;
+                let table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                    path: origin.clone(),
+                    message: e.to_string(),
+                })?;
                 (table, origin)
             }
             None => (toml::Table::new(), "(defaults)".to_owned()),
@@ -188,24 +192,35 @@ impl Config {
         let mut env_overrides: BTreeMap<String, String> = BTreeMap::new();
         for (name, value) in env {
             if let Some(path) = name.strip_prefix("EGRESS__") {
-                let key = path.split("__").map(str::to_ascii_lowercase).collect::<Vec<_>>().join(".");
+                let key = path
+                    .split("__")
+                    .map(str::to_ascii_lowercase)
+                    .collect::<Vec<_>>()
+                    .join(".");
                 env_overrides.insert(key, value);
             }
         }
         for (key, value) in &env_overrides {
-            set_path(&mut table, key, value)
-                .map_err(|reason| ConfigError::Override { setting: format!("EGRESS__{}", key.replace('.', "__").to_ascii_uppercase()), reason })?;
+            set_path(&mut table, key, value).map_err(|reason| ConfigError::Override {
+                setting: format!("EGRESS__{}", key.replace('.', "__").to_ascii_uppercase()),
+                reason,
+            })?;
         }
         for setting in sets {
             let (key, value) = setting.split_once('=').ok_or_else(|| ConfigError::Override {
                 setting: setting.clone(),
                 reason: "expected KEY=VALUE, e.g. batch.max_rows=50000".to_owned(),
             })?;
-            set_path(&mut table, key.trim(), value.trim())
-                .map_err(|reason| ConfigError::Override { setting: setting.clone(), reason })?;
+            set_path(&mut table, key.trim(), value.trim()).map_err(|reason| ConfigError::Override {
+                setting: setting.clone(),
+                reason,
+            })?;
         }
-        let config: Config = Config::deserialize(toml::Value::Table(table))
-            .map_err(|e| ConfigError::Parse { path: origin, message: e.to_string() })?;
+        let config: Config =
+            Config::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError::Parse {
+                path: origin,
+                message: e.to_string(),
+            })?;
         config.validate()?;
         Ok(config)
     }
@@ -246,7 +261,10 @@ impl Config {
             problems.push("batch.max_rows: must be at least 1".to_owned());
         }
         if b.max_bytes < 4096 {
-            problems.push(format!("batch.max_bytes: {} is below the 4096-byte minimum", b.max_bytes));
+            problems.push(format!(
+                "batch.max_bytes: {} is below the 4096-byte minimum",
+                b.max_bytes
+            ));
         }
         if b.max_age_ms == 0 {
             problems.push("batch.max_age_ms: must be at least 1".to_owned());
@@ -264,7 +282,10 @@ impl Config {
         let mut exporters = std::collections::HashSet::new();
         for (i, exporter) in self.exporters.iter().enumerate() {
             if !exporters.insert(exporter.address) {
-                problems.push(format!("exporters[{i}].address: {} is configured twice", exporter.address));
+                problems.push(format!(
+                    "exporters[{i}].address: {} is configured twice",
+                    exporter.address
+                ));
             }
             for (key, value) in [
                 ("sampling_default", exporter.sampling_default),
@@ -275,7 +296,12 @@ impl Config {
                 }
             }
         }
-        problems.extend(self.clickhouse.problems().into_iter().map(|p| format!("clickhouse.{p}")));
+        problems.extend(
+            self.clickhouse
+                .problems()
+                .into_iter()
+                .map(|p| format!("clickhouse.{p}")),
+        );
         if problems.is_empty() {
             Ok(())
         } else {
@@ -326,7 +352,10 @@ mod tests {
     fn shipped_example_loads() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/egress.example.toml");
         let config = Config::load(Some(&path), no_env(), &[]).expect("example config");
-        assert!(!config.exporters.is_empty(), "the example documents exporter settings");
+        assert!(
+            !config.exporters.is_empty(),
+            "the example documents exporter settings"
+        );
     }
 
     #[test]
@@ -334,14 +363,18 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("bad.toml");
         std::fs::write(&path, "[batch]\nmax_rowz = 5\n").expect("write");
-        let error = Config::load(Some(&path), no_env(), &[]).expect_err("typo").to_string();
+        let error = Config::load(Some(&path), no_env(), &[])
+            .expect_err("typo")
+            .to_string();
         assert!(error.contains("max_rowz"), "{error}");
     }
 
     #[test]
     fn every_problem_is_reported_with_its_key() {
         let sets = ["collector.workers=0".to_owned(), "batch.max_rows=0".to_owned()];
-        let error = Config::load(None, no_env(), &sets).expect_err("invalid").to_string();
+        let error = Config::load(None, no_env(), &sets)
+            .expect_err("invalid")
+            .to_string();
         assert!(error.contains("collector.workers"), "{error}");
         assert!(error.contains("batch.max_rows"), "{error}");
     }

@@ -27,11 +27,19 @@ pub struct DecodedCapture {
 pub fn decode_capture(path: &Path, config: &DecoderConfig) -> Result<DecodedCapture, CaptureError> {
     let (datagrams, capture) = read_datagrams(path)?;
     let mut decoder = Decoder::new(config);
-    let mut result = DecodedCapture { capture, ..Default::default() };
+    let mut result = DecodedCapture {
+        capture,
+        ..Default::default()
+    };
     let mut out = DecodeOutput::default();
     for datagram in &datagrams {
         out.clear();
-        if let Err(error) = decoder.decode(datagram.source.ip(), datagram.timestamp, &datagram.payload, &mut out) {
+        if let Err(error) = decoder.decode(
+            datagram.source.ip(),
+            datagram.timestamp,
+            &datagram.payload,
+            &mut out,
+        ) {
             result.errors.push(error);
         }
         result.flows.append(&mut out.flows);
@@ -88,8 +96,14 @@ pub fn counter_json(record: &InterfaceCounterRecord) -> serde_json::Value {
     use crate::normalise::from_v6;
     let mut value = serde_json::to_value(record).unwrap_or_default();
     if let Some(object) = value.as_object_mut() {
-        object.insert("exporter_address".into(), from_v6(record.exporter_address).to_string().into());
-        object.insert("agent_address".into(), from_v6(record.agent_address).to_string().into());
+        object.insert(
+            "exporter_address".into(),
+            from_v6(record.exporter_address).to_string().into(),
+        );
+        object.insert(
+            "agent_address".into(),
+            from_v6(record.agent_address).to_string().into(),
+        );
     }
     value
 }
@@ -100,8 +114,20 @@ pub fn write_table(out: &mut impl std::io::Write, flows: &[FlowRecord]) -> std::
     writeln!(
         out,
         "{:<20} {:<15} {:<8} {:>39} {:>5} {:>39} {:>5} {:>5} {:>12} {:>9} {:>6} {:>6} {:>8} {:<15}",
-        "flow_start", "exporter", "type", "src_addr", "sport", "dst_addr", "dport", "proto", "bytes", "packets",
-        "in_if", "out_if", "rate", "sampling_source"
+        "flow_start",
+        "exporter",
+        "type",
+        "src_addr",
+        "sport",
+        "dst_addr",
+        "dport",
+        "proto",
+        "bytes",
+        "packets",
+        "in_if",
+        "out_if",
+        "rate",
+        "sampling_source"
     )?;
     for r in flows {
         let start = chrono::DateTime::from_timestamp(i64::from(r.time_flow_start), 0)
@@ -149,7 +175,10 @@ pub fn summary(path: &Path, decoded: &DecodedCapture) -> String {
         entry.2 += f.packets;
     }
     for (flow_type, (records, bytes, packets)) in &by_type {
-        let _ = writeln!(text, "  records {flow_type}: {records} (bytes {bytes}, packets {packets})");
+        let _ = writeln!(
+            text,
+            "  records {flow_type}: {records} (bytes {bytes}, packets {packets})"
+        );
     }
     if !decoded.counters.is_empty() {
         let _ = writeln!(text, "  interface counter samples: {}", decoded.counters.len());
@@ -174,17 +203,26 @@ pub fn summary(path: &Path, decoded: &DecodedCapture) -> String {
         );
     }
     for (exporter, domain, sampler, rate) in &decoded.learned.sampling_rates {
-        let _ = writeln!(text, "  sampling: exporter {exporter} domain {domain} sampler {sampler} rate {rate}");
+        let _ = writeln!(
+            text,
+            "  sampling: exporter {exporter} domain {domain} sampler {sampler} rate {rate}"
+        );
     }
     let mut rates: BTreeMap<(u64, &str), u64> = BTreeMap::new();
     for f in &decoded.flows {
-        *rates.entry((f.sampling_rate, f.sampling_source.as_str())).or_default() += 1;
+        *rates
+            .entry((f.sampling_rate, f.sampling_source.as_str()))
+            .or_default() += 1;
     }
     for ((rate, source), n) in rates {
         let _ = writeln!(text, "  records with sampling_rate {rate} ({source}): {n}");
     }
     if decoded.held_sets > 0 {
-        let _ = writeln!(text, "  data sets still waiting for a template: {}", decoded.held_sets);
+        let _ = writeln!(
+            text,
+            "  data sets still waiting for a template: {}",
+            decoded.held_sets
+        );
     }
     text
 }

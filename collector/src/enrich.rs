@@ -29,8 +29,10 @@ impl Enricher {
             .iter()
             .filter(|e| e.sampling_default.is_some() || e.sampling_override.is_some())
             .map(|e| {
-                let settings =
-                    ExporterSampling { default: e.sampling_default, override_rate: e.sampling_override };
+                let settings = ExporterSampling {
+                    default: e.sampling_default,
+                    override_rate: e.sampling_override,
+                };
                 (canonical(e.address), settings)
             })
             .collect();
@@ -42,7 +44,9 @@ impl Enricher {
         if self.exporters.is_empty() || records.is_empty() {
             return;
         }
-        let Some(settings) = self.exporters.get(&canonical(exporter)) else { return };
+        let Some(settings) = self.exporters.get(&canonical(exporter)) else {
+            return;
+        };
         for record in records {
             if let Some(rate) = settings.override_rate {
                 record.sampling_rate = rate;
@@ -87,10 +91,19 @@ mod tests {
     #[test]
     fn default_fills_only_unknown_rates() {
         let enricher = Enricher::new(&[exporter([192, 0, 2, 1], Some(512), None)]);
-        let mut records = [record(1, SamplingSource::Unknown), record(100, SamplingSource::Options)];
+        let mut records = [
+            record(1, SamplingSource::Unknown),
+            record(100, SamplingSource::Options),
+        ];
         enricher.apply([192, 0, 2, 1].into(), &mut records);
-        assert_eq!((records[0].sampling_rate, records[0].sampling_source), (512, SamplingSource::ConfigDefault));
-        assert_eq!((records[1].sampling_rate, records[1].sampling_source), (100, SamplingSource::Options));
+        assert_eq!(
+            (records[0].sampling_rate, records[0].sampling_source),
+            (512, SamplingSource::ConfigDefault)
+        );
+        assert_eq!(
+            (records[1].sampling_rate, records[1].sampling_source),
+            (100, SamplingSource::Options)
+        );
     }
 
     #[test]
@@ -98,7 +111,10 @@ mod tests {
         let enricher = Enricher::new(&[exporter([192, 0, 2, 1], Some(512), Some(2048))]);
         let mut mine = [record(100, SamplingSource::Header)];
         enricher.apply("::ffff:192.0.2.1".parse().expect("addr"), &mut mine);
-        assert_eq!((mine[0].sampling_rate, mine[0].sampling_source), (2048, SamplingSource::ConfigOverride));
+        assert_eq!(
+            (mine[0].sampling_rate, mine[0].sampling_source),
+            (2048, SamplingSource::ConfigOverride)
+        );
         let mut other = [record(1, SamplingSource::Unknown)];
         enricher.apply([192, 0, 2, 2].into(), &mut other);
         assert_eq!(other[0].sampling_source, SamplingSource::Unknown);

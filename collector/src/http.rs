@@ -31,13 +31,18 @@ async fn render_metrics(State(metrics): State<Metrics>) -> impl IntoResponse {
 }
 
 /// Binds `address` and serves [`router`] in the background; returns the bound address.
-pub async fn serve(address: SocketAddr, metrics: Metrics, shutdown: CancellationToken) -> anyhow::Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind(address)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen for metrics on {address} (key: collector.metrics_listen): {e}"))?;
+pub async fn serve(
+    address: SocketAddr,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+) -> anyhow::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(address).await.map_err(|e| {
+        anyhow::anyhow!("cannot listen for metrics on {address} (key: collector.metrics_listen): {e}")
+    })?;
     let bound = listener.local_addr()?;
     tokio::spawn(async move {
-        let server = axum::serve(listener, router(metrics)).with_graceful_shutdown(shutdown.cancelled_owned());
+        let server =
+            axum::serve(listener, router(metrics)).with_graceful_shutdown(shutdown.cancelled_owned());
         if let Err(e) = server.await {
             error!(error = %e, "metrics endpoint stopped");
         }
@@ -61,7 +66,9 @@ mod tests {
             .await
             .expect("response");
         assert_eq!(response.status(), 200);
-        let body = axum::body::to_bytes(response.into_body(), 1 << 20).await.expect("body");
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .expect("body");
         let text = String::from_utf8(body.to_vec()).expect("utf-8");
         assert!(text.contains("egress_records_written_total 5"), "{text}");
     }

@@ -40,7 +40,10 @@ const MAX_DATAGRAM: usize = 65_535;
 #[non_exhaustive]
 pub enum ListenerError {
     #[error("cannot listen on {address}: {source}")]
-    Bind { address: SocketAddr, source: std::io::Error },
+    Bind {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 pub type Result<T> = std::result::Result<T, ListenerError>;
@@ -56,13 +59,19 @@ pub struct BoundSocket {
 
 /// Binds `workers` sockets on each address, with `SO_REUSEPORT` and the asked receive buffer.
 /// Port 0 is resolved once, so every worker of an address shares the same port.
-pub fn bind(addresses: &[SocketAddr], workers: usize, receive_buffer_bytes: usize) -> Result<Vec<BoundSocket>> {
+pub fn bind(
+    addresses: &[SocketAddr],
+    workers: usize,
+    receive_buffer_bytes: usize,
+) -> Result<Vec<BoundSocket>> {
     let mut sockets = Vec::new();
     for &requested in addresses {
         let mut address = requested;
         for _ in 0..workers {
-            let bound = bind_one(address, receive_buffer_bytes)
-                .map_err(|source| ListenerError::Bind { address: requested, source })?;
+            let bound = bind_one(address, receive_buffer_bytes).map_err(|source| ListenerError::Bind {
+                address: requested,
+                source,
+            })?;
             address = bound.address;
             sockets.push(bound);
         }
@@ -94,7 +103,11 @@ fn bind_one(address: SocketAddr, receive_buffer_bytes: usize) -> std::io::Result
     }
     let socket: std::net::UdpSocket = socket.into();
     let address = socket.local_addr()?;
-    Ok(BoundSocket { address, socket, receive_buffer_bytes: granted })
+    Ok(BoundSocket {
+        address,
+        socket,
+        receive_buffer_bytes: granted,
+    })
 }
 
 /// Datagrams the kernel dropped on these sockets' receive queues, from `/proc/net/udp{,6}`.
@@ -106,13 +119,17 @@ pub fn kernel_receive_drops(sockets: &[std::net::UdpSocket]) -> Option<u64> {
         .filter_map(|s| std::fs::read_link(format!("/proc/self/fd/{}", s.as_raw_fd())).ok())
         .filter_map(|link| {
             let link = link.to_string_lossy().into_owned();
-            link.strip_prefix("socket:[")?.strip_suffix(']').map(str::to_owned)
+            link.strip_prefix("socket:[")?
+                .strip_suffix(']')
+                .map(str::to_owned)
         })
         .collect();
     let mut drops = 0u64;
     let mut found = false;
     for table in ["/proc/net/udp", "/proc/net/udp6"] {
-        let Ok(text) = std::fs::read_to_string(table) else { continue };
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
         for line in text.lines().skip(1) {
             let fields: Vec<&str> = line.split_whitespace().collect();
             // sl local rem st tx:rx tr:when retrnsmt uid timeout inode ref pointer drops
@@ -149,7 +166,15 @@ struct GaugeShare {
 impl Worker {
     /// Runs until `shutdown` is cancelled. Blocking: call from a dedicated thread.
     pub fn run(self, shutdown: CancellationToken) {
-        let Worker { socket, decoder_config, enricher, metrics, output, chunk_records, stats_interval } = self;
+        let Worker {
+            socket,
+            decoder_config,
+            enricher,
+            metrics,
+            output,
+            chunk_records,
+            stats_interval,
+        } = self;
         let mut decoder = Decoder::new(&decoder_config);
         let mut buffer = vec![0u8; MAX_DATAGRAM];
         let mut out = DecodeOutput::default();
@@ -158,7 +183,10 @@ impl Worker {
         let mut last_stats = Instant::now();
         let mut last_gauges = Instant::now();
         let mut share = GaugeShare::default();
-        let error_counters: Vec<_> = DecodeErrorKind::ALL.iter().map(|k| (*k, metrics.decode_error(*k))).collect();
+        let error_counters: Vec<_> = DecodeErrorKind::ALL
+            .iter()
+            .map(|k| (*k, metrics.decode_error(*k)))
+            .collect();
         let decoded_counters: Vec<_> = FlowType::ALL.iter().map(|t| (*t, metrics.decoded(*t))).collect();
         let count_error = |kind: DecodeErrorKind| {
             if let Some((_, counter)) = error_counters.iter().find(|(k, _)| *k == kind) {
@@ -201,7 +229,10 @@ impl Worker {
                     chunk.counters.append(&mut out.counters);
                 }
                 Err(error)
-                    if matches!(error.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                    if matches!(
+                        error.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
                 Err(error) => {
                     warn!(address = ?socket.local_addr().ok(), %error, "receive failed");
                     std::thread::sleep(RECEIVE_TIMEOUT);
@@ -215,7 +246,9 @@ impl Worker {
                 last_gauges = Instant::now();
                 update_gauges(&decoder, &metrics, &mut share);
             }
-            if chunk.len() >= chunk_records || (!chunk.is_empty() && chunk_started.elapsed() >= CHUNK_MAX_WAIT) {
+            if chunk.len() >= chunk_records
+                || (!chunk.is_empty() && chunk_started.elapsed() >= CHUNK_MAX_WAIT)
+            {
                 hand_on(&output, &mut chunk, &metrics);
             }
         }
@@ -235,7 +268,9 @@ impl Worker {
 fn drain_stats(decoder: &mut Decoder, metrics: &Metrics, chunk: &mut Chunk) {
     let now = unix_now();
     let rows = decoder.accounting.drain(now - now % 60);
-    metrics.records_lost.inc_by(rows.iter().map(|r| r.records_lost).sum());
+    metrics
+        .records_lost
+        .inc_by(rows.iter().map(|r| r.records_lost).sum());
     chunk.stats.extend(rows);
 }
 
@@ -252,7 +287,9 @@ fn hand_on(output: &mpsc::Sender<Chunk>, chunk: &mut Chunk, metrics: &Metrics) {
     let records = (chunk.flows.len() + chunk.counters.len()) as u64;
     match output.try_send(std::mem::take(chunk)) {
         Ok(()) => {
-            metrics.queue_chunks.set((output.max_capacity() - output.capacity()) as i64);
+            metrics
+                .queue_chunks
+                .set((output.max_capacity() - output.capacity()) as i64);
         }
         Err(mpsc::error::TrySendError::Full(_)) => {
             metrics.dropped(DropReason::QueueFull).inc_by(records);

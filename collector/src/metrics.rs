@@ -207,17 +207,20 @@ impl Metrics {
 
     /// The `egress_records_decoded_total{protocol}` counter.
     pub fn decoded(&self, protocol: FlowType) -> Counter {
-        self.decoded.get_or_create_owned(&vec![("protocol", protocol.as_str())])
+        self.decoded
+            .get_or_create_owned(&vec![("protocol", protocol.as_str())])
     }
 
     /// The `egress_decode_errors_total{kind}` counter.
     pub fn decode_error(&self, kind: DecodeErrorKind) -> Counter {
-        self.decode_errors.get_or_create_owned(&vec![("kind", kind.as_str())])
+        self.decode_errors
+            .get_or_create_owned(&vec![("kind", kind.as_str())])
     }
 
     /// The `egress_records_dropped_total{reason}` counter.
     pub fn dropped(&self, reason: DropReason) -> Counter {
-        self.dropped.get_or_create_owned(&vec![("reason", reason.as_str())])
+        self.dropped
+            .get_or_create_owned(&vec![("reason", reason.as_str())])
     }
 
     /// Everything, in Prometheus text exposition format.

@@ -5,6 +5,6 @@
 //! contract's row types themselves, so a decoded record goes to ClickHouse without a copy.
 
 pub use egress_query::schema::{
-    from_v6, to_v6, Direction, FlowRow as FlowRecord, FlowType, InterfaceCounterRow as InterfaceCounterRecord,
-    SamplingSource,
+    from_v6, to_v6, Direction, FlowRow as FlowRecord, FlowType,
+    InterfaceCounterRow as InterfaceCounterRecord, SamplingSource,
 };

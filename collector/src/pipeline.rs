@@ -91,7 +91,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         SinkKind::Clickhouse => {
             let client = egress_query::connection::client(&config.clickhouse)
                 .context("building the ClickHouse client (key: clickhouse)")?;
-            Sink::ClickHouse(ClickHouseSink::new(client).with_insert_timeout(config.clickhouse.insert_timeout()))
+            let sink = ClickHouseSink::new(client).with_insert_timeout(config.clickhouse.insert_timeout());
+            Sink::ClickHouse(Box::new(sink))
         }
     };
 
@@ -102,7 +103,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let mut worker_threads = Vec::new();
     let mut kernel_sockets = Vec::new();
     for (index, bound) in sockets.into_iter().enumerate() {
-        kernel_sockets.push(bound.socket.try_clone().context("cloning a socket for drop accounting")?);
+        kernel_sockets.push(
+            bound
+                .socket
+                .try_clone()
+                .context("cloning a socket for drop accounting")?,
+        );
         let worker = Worker {
             socket: bound.socket,
             decoder_config: config.decoder.clone(),
@@ -122,14 +128,23 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     drop(chunk_tx);
 
     let side_tasks = CancellationToken::new();
-    let kernel_drops = tokio::spawn(poll_kernel_drops(kernel_sockets, metrics.clone(), side_tasks.clone()));
+    let kernel_drops = tokio::spawn(poll_kernel_drops(
+        kernel_sockets,
+        metrics.clone(),
+        side_tasks.clone(),
+    ));
     let schema = match &sink {
         Sink::ClickHouse(_) => Some(tokio::spawn(maintain_schema(config.clone(), side_tasks.clone()))),
         Sink::Null => None,
     };
     let batcher = tokio::spawn(Batcher::new(config.batch.clone()).run(chunk_rx, batch_tx));
     let writer = tokio::spawn(
-        SinkWriter { sink, metrics: metrics.clone(), config: config.batch.clone() }.run(batch_rx, shutdown.clone()),
+        SinkWriter {
+            sink,
+            metrics: metrics.clone(),
+            config: config.batch.clone(),
+        }
+        .run(batch_rx, shutdown.clone()),
     );
 
     let stop = shutdown.clone();
@@ -161,7 +176,13 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         info!("collector stopped");
     });
 
-    Ok(RunningCollector { listening, metrics_address, metrics, shutdown, done })
+    Ok(RunningCollector {
+        listening,
+        metrics_address,
+        metrics,
+        shutdown,
+        done,
+    })
 }
 
 /// Runs the collector until `shutdown` is cancelled and everything is flushed.
@@ -181,7 +202,10 @@ async fn poll_kernel_drops(sockets: Vec<std::net::UdpSocket>, metrics: Metrics, 
         if let Some(drops) = listener::kernel_receive_drops(&sockets) {
             let previous = metrics.kernel_receive_drops.get();
             if drops as i64 > previous {
-                warn!(dropped = drops as i64 - previous, "the kernel dropped datagrams: receive buffers full");
+                warn!(
+                    dropped = drops as i64 - previous,
+                    "the kernel dropped datagrams: receive buffers full"
+                );
             }
             metrics.kernel_receive_drops.set(drops as i64);
         }
@@ -232,10 +256,11 @@ async fn maintain_schema(config: Config, stop: CancellationToken) {
             () = stop.cancelled() => return,
         }
         match egress_query::retention::enforce(&client, ch).await {
-            Ok(dropped) if !dropped.is_empty() => info!(partitions = ?dropped, "retention: dropped expired partitions"),
+            Ok(dropped) if !dropped.is_empty() => {
+                info!(partitions = ?dropped, "retention: dropped expired partitions")
+            }
             Ok(_) => {}
             Err(error) => warn!(%error, "retention: could not drop expired partitions"),
         }
     }
 }
-

@@ -28,7 +28,11 @@ fn seed_datagrams() -> Vec<Vec<u8>> {
             seeds.extend(datagrams.into_iter().map(|d| d.payload));
         }
     }
-    assert!(seeds.len() > 500, "expected the reference captures' datagrams, found {}", seeds.len());
+    assert!(
+        seeds.len() > 500,
+        "expected the reference captures' datagrams, found {}",
+        seeds.len()
+    );
     seeds
 }
 
@@ -60,7 +64,11 @@ fn mutate(rng: &mut StdRng, seed: &[u8]) -> Vec<u8> {
         3 => {
             let header: &[u8] = [&[0, 5][..], &[0, 9], &[0, 10], &[0, 0, 0, 5]][rng.random_range(0..4)];
             let len = rng.random_range(0..1500);
-            data = header.iter().copied().chain((0..len).map(|_| rng.random())).collect();
+            data = header
+                .iter()
+                .copied()
+                .chain((0..len).map(|_| rng.random()))
+                .collect();
         }
         // Duplicate or drop a slice (shifts every following field).
         4 => {
@@ -100,7 +108,12 @@ fn mutated_datagrams_never_panic_and_every_error_is_counted() {
         out.clear();
         if let Err(error) = decoder.decode(exporter, 1_700_000_000, &datagram, &mut out) {
             assert_eq!(error.exporter, exporter);
-            assert!(error.offset <= datagram.len().max(1), "offset {} beyond datagram of {}", error.offset, datagram.len());
+            assert!(
+                error.offset <= datagram.len().max(1),
+                "offset {} beyond datagram of {}",
+                error.offset,
+                datagram.len()
+            );
             *returned.entry(error.kind).or_default() += 1;
         }
         for error in &out.errors {
@@ -115,10 +128,22 @@ fn mutated_datagrams_never_panic_and_every_error_is_counted() {
         }
     }
     eprintln!("{CASES} cases: errors by kind {returned:?}, records still decoded {decoded_records}");
-    assert_eq!(counted, returned, "every returned error must be counted in the accounting, by kind");
-    assert!(returned.values().sum::<u64>() > (CASES / 4) as u64, "mutations should mostly fail: {returned:?}");
-    assert!(returned.len() >= 3, "expected several error kinds, got {returned:?}");
-    assert!(decoded_records > 0, "some mutations (bit flips in values) still decode");
+    assert_eq!(
+        counted, returned,
+        "every returned error must be counted in the accounting, by kind"
+    );
+    assert!(
+        returned.values().sum::<u64>() > (CASES / 4) as u64,
+        "mutations should mostly fail: {returned:?}"
+    );
+    assert!(
+        returned.len() >= 3,
+        "expected several error kinds, got {returned:?}"
+    );
+    assert!(
+        decoded_records > 0,
+        "some mutations (bit flips in values) still decode"
+    );
 }
 
 /// The same through a running collector: hostile datagrams over UDP do not stop it, they are
@@ -137,7 +162,9 @@ async fn collector_survives_hostile_datagrams() {
     )
     .expect("config");
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let running = egress_collector::pipeline::start(config, shutdown.clone()).await.expect("collector");
+    let running = egress_collector::pipeline::start(config, shutdown.clone())
+        .await
+        .expect("collector");
     let target: SocketAddr = running.listening[0];
     let sender = UdpSocket::bind("127.0.0.1:0").expect("sender");
     let mut rng = StdRng::seed_from_u64(7);
@@ -166,7 +193,7 @@ async fn collector_survives_hostile_datagrams() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         let received = metrics.datagrams_received.get();
-        if received >= hostile + 1 || tokio::time::Instant::now() > deadline {
+        if received > hostile || tokio::time::Instant::now() > deadline {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -177,8 +204,15 @@ async fn collector_survives_hostile_datagrams() {
         .filter(|l| l.starts_with("egress_decode_errors_total{"))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
         .sum();
-    assert_eq!(metrics.datagrams_received.get(), hostile + 1, "every datagram was received");
-    assert!(errors > hostile / 4, "hostile datagrams are counted as decode errors: {errors}");
+    assert_eq!(
+        metrics.datagrams_received.get(),
+        hostile + 1,
+        "every datagram was received"
+    );
+    assert!(
+        errors > hostile / 4,
+        "hostile datagrams are counted as decode errors: {errors}"
+    );
     let v5_decoded = text
         .lines()
         .find(|l| l.starts_with("egress_records_decoded_total{protocol=\"netflow5\"}"))

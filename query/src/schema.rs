@@ -37,7 +37,13 @@ pub enum FlowType {
 
 impl FlowType {
     /// Every value, in `Enum8` order.
-    pub const ALL: [FlowType; 5] = [Self::Unknown, Self::Netflow5, Self::Netflow9, Self::Ipfix, Self::Sflow5];
+    pub const ALL: [FlowType; 5] = [
+        Self::Unknown,
+        Self::Netflow5,
+        Self::Netflow9,
+        Self::Ipfix,
+        Self::Sflow5,
+    ];
 
     /// The name stored in ClickHouse and printed by `egress decode`.
     pub fn as_str(self) -> &'static str {

@@ -55,7 +55,10 @@ impl ExporterCounters {
     }
 
     fn mean_records_per_datagram(&self) -> u64 {
-        self.lifetime_records.checked_div(self.lifetime_datagrams).unwrap_or(1).max(1)
+        self.lifetime_records
+            .checked_div(self.lifetime_datagrams)
+            .unwrap_or(1)
+            .max(1)
     }
 }
 
@@ -127,7 +130,11 @@ impl Accounting {
 
     /// Counts one decode error for `exporter`/`domain`.
     pub fn error(&mut self, exporter: IpAddr, domain: u32, flow_type: FlowType, kind: DecodeErrorKind) {
-        *self.entry(exporter, domain, flow_type).errors.entry(kind).or_default() += 1;
+        *self
+            .entry(exporter, domain, flow_type)
+            .errors
+            .entry(kind)
+            .or_default() += 1;
     }
 
     /// Sets the number of templates known for `exporter`/`domain`.
@@ -187,7 +194,10 @@ mod tests {
         assert_eq!(acc.datagram(exporter(), 0, FlowType::Netflow5, seq(190), 30), 30);
         let rows = acc.drain(60);
         assert_eq!(rows.len(), 1);
-        assert_eq!((rows[0].datagrams, rows[0].records, rows[0].records_lost), (3, 90, 30));
+        assert_eq!(
+            (rows[0].datagrams, rows[0].records, rows[0].records_lost),
+            (3, 90, 30)
+        );
     }
 
     #[test]
@@ -216,11 +226,26 @@ mod tests {
     #[test]
     fn drain_resets_counts_but_keeps_sequence() {
         let mut acc = Accounting::default();
-        acc.datagram(exporter(), 0, FlowType::Ipfix, Some((SequenceKind::Records, 0)), 5);
+        acc.datagram(
+            exporter(),
+            0,
+            FlowType::Ipfix,
+            Some((SequenceKind::Records, 0)),
+            5,
+        );
         acc.error(exporter(), 0, FlowType::Ipfix, DecodeErrorKind::Malformed);
         let rows = acc.drain(0);
         assert_eq!(rows[0].decode_error_kinds, vec!["malformed".to_owned()]);
         assert!(acc.drain(60).is_empty());
-        assert_eq!(acc.datagram(exporter(), 0, FlowType::Ipfix, Some((SequenceKind::Records, 5)), 5), 0);
+        assert_eq!(
+            acc.datagram(
+                exporter(),
+                0,
+                FlowType::Ipfix,
+                Some((SequenceKind::Records, 5)),
+                5
+            ),
+            0
+        );
     }
 }

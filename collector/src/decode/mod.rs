@@ -157,9 +157,13 @@ impl Decoder {
     ) -> Result<()> {
         let version16 = payload.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]]));
         let result = match version16 {
-            Some(5 | 9 | 10) => self.netflow.decode(exporter, time_received, payload, &mut self.accounting, out),
+            Some(5 | 9 | 10) => {
+                self.netflow
+                    .decode(exporter, time_received, payload, &mut self.accounting, out)
+            }
             Some(0) if payload.get(..4) == Some(&[0, 0, 0, 5]) => {
-                self.sflow.decode(exporter, time_received, payload, &mut self.accounting, out)
+                self.sflow
+                    .decode(exporter, time_received, payload, &mut self.accounting, out)
             }
             None => Err(DecodeError {
                 kind: DecodeErrorKind::Truncated,
@@ -177,7 +181,8 @@ impl Decoder {
         // The protocol decoders count their own errors; these two are the dispatcher's.
         if version16.is_none() || matches!(&result, Err(e) if e.kind == DecodeErrorKind::UnknownVersion) {
             if let Err(error) = &result {
-                self.accounting.error(exporter, 0, crate::normalise::FlowType::Unknown, error.kind);
+                self.accounting
+                    .error(exporter, 0, crate::normalise::FlowType::Unknown, error.kind);
             }
         }
         result

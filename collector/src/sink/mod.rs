@@ -28,7 +28,7 @@ pub use self::clickhouse::{ClickHouseSink, SinkError};
 /// Where batches go.
 #[derive(Debug, Clone)]
 pub enum Sink {
-    ClickHouse(ClickHouseSink),
+    ClickHouse(Box<ClickHouseSink>),
     /// Accepts and forgets everything (for measuring the collector alone).
     Null,
 }
@@ -36,7 +36,9 @@ pub enum Sink {
 impl Sink {
     /// One insert attempt of a whole batch.
     pub async fn insert(&self, batch: &Batch) -> Result<(), SinkError> {
-        let Sink::ClickHouse(sink) = self else { return Ok(()) };
+        let Sink::ClickHouse(sink) = self else {
+            return Ok(());
+        };
         match batch {
             Batch::Flows(rows) => sink.insert(FLOWS_TABLE, rows).await,
             Batch::Counters(rows) => sink.insert(INTERFACE_COUNTERS_TABLE, rows).await,
@@ -65,7 +67,9 @@ impl SinkWriter {
                 let started = Instant::now();
                 match self.sink.insert(&batch).await {
                     Ok(()) => {
-                        self.metrics.insert_seconds.observe(started.elapsed().as_secs_f64());
+                        self.metrics
+                            .insert_seconds
+                            .observe(started.elapsed().as_secs_f64());
                         self.count_written(&batch);
                         if attempts > 0 {
                             info!(rows = batch.len(), attempts, "insert succeeded after retries");
