@@ -92,7 +92,20 @@ fn bind_one(address: SocketAddr, receive_buffer_bytes: usize) -> std::io::Result
     }
     socket.bind(&address.into())?;
     socket.set_read_timeout(Some(RECEIVE_TIMEOUT))?;
-    let granted = socket.recv_buffer_size().unwrap_or(0);
+    let mut granted = socket.recv_buffer_size().unwrap_or(0);
+    if granted < receive_buffer_bytes {
+        // Above net.core.rmem_max: SO_RCVBUFFORCE gets the size anyway where the process may
+        // (root or CAP_NET_ADMIN); otherwise the smaller buffer stays and a warning says so.
+        if nix::sys::socket::setsockopt(
+            &socket,
+            nix::sys::socket::sockopt::RcvBufForce,
+            &receive_buffer_bytes,
+        )
+        .is_ok()
+        {
+            granted = socket.recv_buffer_size().unwrap_or(granted);
+        }
+    }
     if granted < receive_buffer_bytes {
         warn!(
             %address,
