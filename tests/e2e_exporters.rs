@@ -19,7 +19,8 @@ use egress_testkit::exporters::{
     UdpTee,
 };
 use egress_testkit::traffic::{
-    write_pcap, Exfiltration, FlowTotals, TrafficSpec, TrafficTotals, ETHERNET_HEADER_LEN, FCS_LEN,
+    write_datagram_pcap, write_pcap, Exfiltration, FlowTotals, TrafficSpec, TrafficTotals,
+    ETHERNET_HEADER_LEN, FCS_LEN,
 };
 
 /// Flows in the generated capture: 100 flows, about 1300 packets (80 IPv4, 20 IPv6).
@@ -203,6 +204,66 @@ fn softflowd_sampled_exfiltration_peer_nfcapd_sees_one_in_n() {
         within(uploaded.bytes, upload.bytes, upload.records, 1440),
         "{uploaded:?}"
     );
+}
+
+/// An exporter's stream recorded by the tee and written as a capture (how the benchmark gets
+/// real softflowd/pmacctd streams) decodes with `egress decode` to the pcap's totals.
+#[test]
+fn recorded_exporter_streams_decode_to_the_pcap_totals() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pcap, totals) = traffic_pcap(dir.path());
+    let exporter: SocketAddr = "192.0.2.10:50000".parse().unwrap();
+    let collector: SocketAddr = "127.0.0.1:2055".parse().unwrap();
+    let mut streams = Vec::new();
+    for version in [NetflowVersion::V5, NetflowVersion::V9, NetflowVersion::Ipfix] {
+        let tee = UdpTee::start(&[], true).unwrap();
+        let report = Softflowd::new(version).replay(&pcap, tee.listen_addr()).unwrap();
+        assert_eq!(tee.wait_quiet(QUIET, TIMEOUT).unwrap(), report.datagrams);
+        streams.push((
+            version.flow_type(),
+            tee.recorded(),
+            expected_netflow(&totals, version),
+        ));
+    }
+    let tee = UdpTee::start(&[], true).unwrap();
+    PmacctdSfprobe { sampling_rate: 1 }.replay(&pcap, &tee).unwrap();
+    tee.wait_quiet(QUIET, TIMEOUT).unwrap();
+    streams.push(("sflow5", tee.recorded(), expected_sflow(&totals)));
+
+    for (flow_type, datagrams, expected) in streams {
+        let capture = dir.path().join(format!("{flow_type}.pcap"));
+        write_datagram_pcap(
+            &capture,
+            Duration::from_secs(1_700_000_000),
+            exporter,
+            collector,
+            &datagrams,
+        )
+        .unwrap();
+        let output = Command::new(env!("CARGO_BIN_EXE_egress"))
+            .args(["decode", "--format", "json"])
+            .arg(&capture)
+            .output()
+            .expect("running egress decode");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let mut decoded = PeerTotals::default();
+        for line in String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter(|l| !l.is_empty())
+        {
+            let record: serde_json::Value = serde_json::from_str(line).expect("a JSON record");
+            assert_eq!(record["flow_type"], flow_type);
+            assert_eq!(record["exporter_address"], exporter.ip().to_string());
+            decoded.records += 1;
+            decoded.bytes += record["bytes"].as_u64().expect("bytes");
+            decoded.packets += record["packets"].as_u64().expect("packets");
+        }
+        assert_eq!(decoded, expected, "{flow_type}: {} datagrams", datagrams.len());
+    }
 }
 
 /// `egress collector` on free ports, writing to `clickhouse`; killed on drop.

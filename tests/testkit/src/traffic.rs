@@ -423,6 +423,46 @@ pub fn write_pcap(path: &Path, spec: &TrafficSpec) -> Result<TrafficTotals> {
     Ok(TrafficTotals::from_flows(per_flow))
 }
 
+/// Writes export `datagrams` (for example an exporter's stream recorded by the tee) as an
+/// Ethernet pcap of UDP packets from `exporter` to `collector`, 10 µs apart from `start`, so
+/// that a stream captured once can be replayed, decoded by `egress decode` or read by TShark.
+/// Both addresses must be of one family. Datagrams are written whole (no IP fragmentation).
+pub fn write_datagram_pcap(
+    path: &Path,
+    start: Duration,
+    exporter: std::net::SocketAddr,
+    collector: std::net::SocketAddr,
+    datagrams: &[Vec<u8>],
+) -> Result<()> {
+    let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let header = PcapHeader {
+        datalink: DataLink::ETHERNET,
+        ts_resolution: TsResolution::MicroSecond,
+        endianness: Endianness::Little,
+        ..PcapHeader::default()
+    };
+    let mut writer = PcapWriter::with_header(BufWriter::new(file), header).context("writing pcap header")?;
+    for (i, datagram) in datagrams.iter().enumerate() {
+        let ethernet = PacketBuilder::ethernet2(SOURCE_MAC, ROUTER_MAC);
+        let ip = match (exporter.ip(), collector.ip()) {
+            (IpAddr::V4(src), IpAddr::V4(dst)) => ethernet.ipv4(src.octets(), dst.octets(), HOP_LIMIT),
+            (IpAddr::V6(src), IpAddr::V6(dst)) => ethernet.ipv6(src.octets(), dst.octets(), HOP_LIMIT),
+            _ => bail!("exporter {exporter} and collector {collector} differ in family"),
+        };
+        let mut frame = Vec::with_capacity(datagram.len() + 62);
+        ip.udp(exporter.port(), collector.port())
+            .write(&mut frame, datagram)
+            .with_context(|| format!("building datagram {i} ({} bytes)", datagram.len()))?;
+        let timestamp = start + Duration::from_micros(10 * i as u64);
+        writer
+            .write_packet(&PcapPacket::new(timestamp, frame.len() as u32, &frame))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    let mut file = writer.into_writer();
+    std::io::Write::flush(&mut file).with_context(|| format!("flushing {}", path.display()))?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -503,6 +543,43 @@ mod tests {
         let payload: u64 = upload.iter().map(|f| f.bytes - f.packets * 40).sum();
         assert!(payload >= scenario.upload_bytes && payload < scenario.upload_bytes + 3 * 1400);
         assert_eq!(measure(&path).1, totals.bytes);
+    }
+
+    #[test]
+    fn datagram_pcap_holds_each_datagram_as_one_udp_packet() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stream.pcap");
+        let datagrams: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 40 + 300 * usize::from(i)]).collect();
+        let exporter = "192.0.2.1:40000".parse().unwrap();
+        let collector = "127.0.0.1:2055".parse().unwrap();
+        write_datagram_pcap(
+            &path,
+            Duration::from_secs(1_700_000_000),
+            exporter,
+            collector,
+            &datagrams,
+        )
+        .unwrap();
+        let mut reader = PcapReader::new(File::open(&path).unwrap()).unwrap();
+        let mut read = Vec::new();
+        while let Some(packet) = reader.next_packet() {
+            let packet = packet.unwrap();
+            let sliced = SlicedPacket::from_ethernet(&packet.data).unwrap();
+            let Some(etherparse::TransportSlice::Udp(udp)) = sliced.transport else {
+                panic!("not UDP")
+            };
+            assert_eq!((udp.source_port(), udp.destination_port()), (40000, 2055));
+            read.push(udp.payload().to_vec());
+        }
+        assert_eq!(read, datagrams);
+        assert!(write_datagram_pcap(
+            &path,
+            Duration::ZERO,
+            exporter,
+            "[::1]:2055".parse().unwrap(),
+            &datagrams
+        )
+        .is_err());
     }
 
     #[test]
