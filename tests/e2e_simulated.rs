@@ -43,6 +43,7 @@ async fn several_exporters_keep_their_own_sampling_rates() {
         "collector.listen=[\"127.0.0.1:0\"]".to_owned(),
         "collector.metrics_listen=\"127.0.0.1:0\"".to_owned(),
         "collector.stats_interval_seconds=1".to_owned(),
+        "collector.workers=2".to_owned(),
         "batch.max_age_ms=200".to_owned(),
         format!("clickhouse.url=\"{}\"", server.http_url()),
         "clickhouse.database=\"multi\"".to_owned(),

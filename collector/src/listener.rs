@@ -9,8 +9,9 @@
 //! A worker collects records into a [`Chunk`] and hands it to the batcher when it holds
 //! `chunk_records` rows or has waited [`CHUNK_MAX_WAIT`]. If the batcher's queue is full the
 //! chunk is dropped and counted (`egress_records_dropped_total{reason="queue_full"}`).
-//! Every `stats_interval_seconds` (and at shutdown) it drains its loss accounting into
-//! `exporter_stats` rows. At shutdown (the token is cancelled) it finishes the datagram in hand,
+//! At every multiple of `stats_interval_seconds` on the wall clock (and at shutdown) it drains
+//! its loss accounting into `exporter_stats` rows stamped with the minute the interval started
+//! in, so with the default 60 s each row holds exactly one minute. At shutdown (the token is cancelled) it finishes the datagram in hand,
 //! flushes its chunk with a blocking send (nothing received is dropped) and returns.
 
 use std::net::SocketAddr;
@@ -193,7 +194,8 @@ impl Worker {
         let mut out = DecodeOutput::default();
         let mut chunk = Chunk::default();
         let mut chunk_started = Instant::now();
-        let mut last_stats = Instant::now();
+        let interval_secs = stats_interval.as_secs().max(1);
+        let mut stats_bucket = u64::from(unix_now()) / interval_secs;
         let mut last_gauges = Instant::now();
         let mut share = GaugeShare::default();
         let error_counters: Vec<_> = DecodeErrorKind::ALL
@@ -251,9 +253,10 @@ impl Worker {
                     std::thread::sleep(RECEIVE_TIMEOUT);
                 }
             }
-            if last_stats.elapsed() >= stats_interval {
-                last_stats = Instant::now();
-                drain_stats(&mut decoder, &metrics, &mut chunk);
+            let bucket = u64::from(unix_now()) / interval_secs;
+            if bucket != stats_bucket {
+                drain_stats(&mut decoder, &metrics, &mut chunk, stats_bucket * interval_secs);
+                stats_bucket = bucket;
             }
             if last_gauges.elapsed() >= Duration::from_secs(1) {
                 last_gauges = Instant::now();
@@ -265,7 +268,7 @@ impl Worker {
                 hand_on(&output, &mut chunk, &metrics);
             }
         }
-        drain_stats(&mut decoder, &metrics, &mut chunk);
+        drain_stats(&mut decoder, &metrics, &mut chunk, stats_bucket * interval_secs);
         // This worker's share of the summed gauges goes with it.
         metrics.templates_known.dec_by(share.templates);
         metrics.held_sets.dec_by(share.held);
@@ -278,9 +281,10 @@ impl Worker {
     }
 }
 
-fn drain_stats(decoder: &mut Decoder, metrics: &Metrics, chunk: &mut Chunk) {
-    let now = unix_now();
-    let rows = decoder.accounting.drain(now - now % 60);
+/// Drains the accounting into rows for the minute that contains `interval_start` (Unix seconds).
+fn drain_stats(decoder: &mut Decoder, metrics: &Metrics, chunk: &mut Chunk, interval_start: u64) {
+    let minute = u32::try_from(interval_start - interval_start % 60).unwrap_or(u32::MAX);
+    let rows = decoder.accounting.drain(minute);
     metrics
         .records_lost
         .inc_by(rows.iter().map(|r| r.records_lost).sum());
@@ -319,4 +323,39 @@ pub fn unix_now() -> u32 {
         .duration_since(UNIX_EPOCH)
         .map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_drops_of_a_full_receive_buffer_are_seen() {
+        let sockets = bind(&["127.0.0.1:0".parse().expect("addr")], 1, 64 << 10).expect("bind");
+        let target = sockets[0].address;
+        let sender = std::net::UdpSocket::bind("127.0.0.1:0").expect("sender");
+        assert_eq!(
+            kernel_receive_drops(&[sockets[0].socket.try_clone().expect("clone")]),
+            Some(0)
+        );
+        // Nobody reads: a small buffer overflows after a few hundred datagrams.
+        let datagram = [0u8; 1200];
+        for _ in 0..5_000 {
+            let _ = sender.send_to(&datagram, target);
+        }
+        let drops = kernel_receive_drops(&[sockets[0].socket.try_clone().expect("clone")]).expect("procfs");
+        assert!(
+            drops > 1_000,
+            "expected the kernel to drop most datagrams, saw {drops}"
+        );
+    }
+
+    #[test]
+    fn workers_of_one_address_share_its_port() {
+        let sockets = bind(&["127.0.0.1:0".parse().expect("addr")], 3, 1 << 20).expect("bind");
+        assert_eq!(sockets.len(), 3);
+        assert!(sockets
+            .iter()
+            .all(|s| s.address == sockets[0].address && s.address.port() != 0));
+    }
 }
