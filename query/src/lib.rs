@@ -6,4 +6,5 @@
 pub mod connection;
 pub mod migrate;
 pub mod retention;
+pub mod rollups;
 pub mod schema;
