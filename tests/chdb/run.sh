@@ -16,4 +16,5 @@ if ! "$venv/bin/python" -c 'import chdb' 2>/dev/null; then
     "$python" -m venv "$venv"
     "$venv/bin/pip" install --quiet chdb-core
 fi
-exec "$venv/bin/python" "$repo/tests/chdb/check_schema.py" "$ddl_dir" "$repo/docs/schema.md"
+"$venv/bin/python" "$repo/tests/chdb/check_schema.py" "$ddl_dir" "$repo/docs/schema.md"
+EGRESS_DDL_DIR=$ddl_dir cargo test --quiet --manifest-path "$repo/Cargo.toml" -p egress-query --test rollups dump_rollup_ddl >/dev/null && "$venv/bin/python" "$repo/tests/chdb/check_rollups.py" "$ddl_dir" "$repo/docs/schema.md"
