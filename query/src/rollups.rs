@@ -409,6 +409,23 @@ pub fn rollup_migrations(version: &ServerVersion, config: &ClickHouseConfig) -> 
         .collect()
 }
 
+/// Every rollup table with its time column and retention in days (0: forever), for keeping
+/// the TTLs of current servers in line with `retention_days` the way
+/// [`crate::migrate::migrate`] does for the schema tables (`ALTER TABLE ... MODIFY TTL
+/// <time column> + INTERVAL <days> DAY`, or `REMOVE TTL` for 0).
+pub fn ttl_tables(retention_days: u32) -> Vec<(&'static str, &'static str, u32)> {
+    let retention = RollupRetention::for_flows(retention_days);
+    rollups()
+        .iter()
+        .flat_map(|rollup| {
+            [
+                (rollup.minute_table, "minute", retention.minute_days),
+                (rollup.hour_table, "hour", retention.hour_days),
+            ]
+        })
+        .collect()
+}
+
 #[derive(Debug, Row, Deserialize)]
 struct HourRecords {
     hour: u32,
@@ -655,6 +672,24 @@ mod tests {
         assert_eq!(RollupRetention::for_flows(500).hour_days, 500);
         let forever = expired_partitions_query("egress", RollupRetention::for_flows(0));
         assert!(forever.contains("HAVING 0 "));
+    }
+
+    #[test]
+    fn ttl_tables_match_the_create_statements() {
+        let config = ClickHouseConfig::default();
+        let sql = all_sql(&CURRENT, config.retention_days);
+        let tables = ttl_tables(config.retention_days);
+        assert_eq!(tables.len(), 6);
+        for (table, time, days) in tables {
+            let create = sql
+                .split(";\n")
+                .find(|s| s.starts_with(&format!("CREATE TABLE IF NOT EXISTS egress.{table}\n")))
+                .unwrap();
+            assert!(
+                create.ends_with(&format!("TTL {time} + INTERVAL {days} DAY")),
+                "{create}"
+            );
+        }
     }
 
     #[test]

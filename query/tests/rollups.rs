@@ -17,7 +17,7 @@ use egress_query::migrate::migrate;
 use egress_query::rollups::{
     close_hours, enforce_retention, path_minute_rates_query, rollup_migrations, rollups, Granularity,
 };
-use egress_query::schema::to_v6;
+use egress_query::schema::{to_v6, FlowRow, FlowType, FLOWS_TABLE};
 use egress_testkit::clickhouse::ClickHouseServer;
 use serde::{Deserialize, Serialize};
 
@@ -547,6 +547,43 @@ async fn partition(client: &Client, function: &str, time: u32) -> String {
         .fetch_one()
         .await
         .unwrap()
+}
+
+/// The collector's insert (the whole `FlowRow`) still works with the views attached, rows that
+/// are not egress stay out of the rollups, and applying the rollup migrations again is harmless.
+#[tokio::test]
+async fn collector_inserts_pass_through_the_views() {
+    let (_server, config, client) = rollup_server(30).await;
+    let version = connection::server_version(&client).await.unwrap();
+    for migration in rollup_migrations(&version, &config) {
+        for statement in &migration.statements {
+            exec(&client, statement).await;
+        }
+    }
+    let now = now();
+    let mut flow = FlowRow::new(IpAddr::from([192, 0, 2, 1]), now, FlowType::Ipfix);
+    flow.sampling_rate = 1000;
+    flow.bytes = 1500;
+    let mut insert = client.insert::<FlowRow>(FLOWS_TABLE).await.unwrap();
+    insert.write(&flow).await.unwrap();
+    insert.end().await.unwrap();
+    assert_eq!(row_count(&client, FLOWS_TABLE).await, 1);
+    for rollup in rollups() {
+        assert_eq!(
+            row_count(&client, rollup.minute_table).await,
+            0,
+            "{}",
+            rollup.name
+        );
+    }
+    let views: u64 = client
+        .query_raw(
+            "SELECT count() FROM system.tables WHERE database = 'egress' AND engine = 'MaterializedView'",
+        )
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(views, 3);
 }
 
 fn schema_md() -> String {
