@@ -8,3 +8,4 @@ pub mod migrate;
 pub mod retention;
 pub mod rollups;
 pub mod schema;
+pub mod sla;
