@@ -261,7 +261,11 @@ async fn pagerduty_trigger_and_resolve_share_the_dedup_key() {
 async fn routes_send_each_alert_to_its_receivers_only() {
     let pager = Receiver::start(&[]).await;
     let chat = Receiver::start(&[]).await;
-    std::env::set_var("EGRESS_TEST_WEBHOOK_SECRET", "from-env");
+    // The secret comes from a file (an env var works the same; setting one here would race
+    // with the other tests' threads).
+    let secret_dir = tempfile::tempdir().unwrap();
+    let secret_file = secret_dir.path().join("webhook.secret");
+    std::fs::write(&secret_file, "from-file\n").unwrap();
     let config: AlertingConfig = toml::from_str(&format!(
         r#"
         [[receivers]]
@@ -272,7 +276,7 @@ async fn routes_send_each_alert_to_its_receivers_only() {
         name = "everything"
         kind = "webhook"
         url = "{}"
-        secret_env = "EGRESS_TEST_WEBHOOK_SECRET"
+        secret_file = "{}"
         [[routes]]
         matchers = ["alertname=exfiltration"]
         receivers = ["pager"]
@@ -281,6 +285,7 @@ async fn routes_send_each_alert_to_its_receivers_only() {
         "#,
         pager.url(""),
         chat.url("/hook"),
+        secret_file.display(),
     ))
     .unwrap();
     let log = Arc::new(MemoryDeliveryLog::default());
@@ -307,7 +312,7 @@ async fn routes_send_each_alert_to_its_receivers_only() {
         .unwrap()
         .to_str()
         .unwrap();
-    assert!(verify_signature(b"from-env", &hooks[0].body, signature));
+    assert!(verify_signature(b"from-file", &hooks[0].body, signature));
     let names: Vec<String> = hooks
         .iter()
         .map(|h| h.json()["groupLabels"]["alertname"].to_string())
@@ -323,4 +328,38 @@ async fn empty_dispatch_sends_nothing() {
     let none: [Notification; 0] = [];
     assert_eq!(notifier.dispatch(&none).await.delivered, 0);
     assert!(receiver.requests().is_empty() && log.attempts().is_empty());
+}
+
+/// The total-time bound stops retries before `max_attempts`: with a 200 ms first backoff and a
+/// 1 s budget, attempts go out at about 0, 0.2 and 0.6 s; the next wait (0.8 s) would end past
+/// the budget, so the third attempt is the last.
+#[tokio::test]
+async fn total_delivery_time_is_bounded() {
+    let receiver = Receiver::start(&[(503, None); 10]).await;
+    let log = Arc::new(MemoryDeliveryLog::default());
+    let hook = egress_alerts::notify::Receiver {
+        name: "hook".into(),
+        target: webhook(&receiver),
+        policy: RetryPolicy {
+            timeout: Duration::from_secs(5),
+            max_attempts: 10,
+            max_total: Duration::from_secs(1),
+            initial_backoff: Duration::from_millis(200),
+        },
+    };
+    let notifier = Notifier::new(vec![hook], String::new(), log.clone()).unwrap();
+    let (firing, _) = firing_and_resolved("exfiltration", "10.1.2.3", t(0));
+    assert_eq!(notifier.dispatch(&[firing]).await.failed, 1);
+    let requests = receiver.requests();
+    assert_eq!(requests.len(), 3);
+    assert!(requests[1].at - requests[0].at >= Duration::from_millis(200));
+    assert!(requests[2].at - requests[1].at >= Duration::from_millis(400));
+    assert_eq!(
+        outcomes(&log),
+        [
+            (1, 503, DeliveryOutcome::Retrying),
+            (2, 503, DeliveryOutcome::Retrying),
+            (3, 503, DeliveryOutcome::Failed)
+        ]
+    );
 }
