@@ -213,6 +213,15 @@ impl Silences {
         self.silences.iter().any(|s| s.mutes(labels, now))
     }
 
+    /// Ids of the active silences that mute `labels` at `now` (for the API's alert list).
+    pub fn muting(&self, labels: &LabelSet, now: DateTime<Utc>) -> Vec<&str> {
+        self.silences
+            .iter()
+            .filter(|s| s.mutes(labels, now))
+            .map(|s| s.id.as_str())
+            .collect()
+    }
+
     /// Drops silences that expired more than [`EXPIRED_RETENTION`] ago; returns how many.
     pub fn prune(&mut self, now: DateTime<Utc>) -> usize {
         let before = self.silences.len();
@@ -261,6 +270,7 @@ mod tests {
         assert!(!silences.is_muted(&labels, t(5)));
         assert!(silences.is_muted(&labels, t(10)));
         assert!(!silences.is_muted(&other, t(10)));
+        assert_eq!(silences.muting(&labels, t(10)), [s.id.as_str()]);
         assert!(!silences.is_muted(&labels, t(20)));
         assert_eq!(silences.list()[0].status(t(20)), SilenceStatus::Expired);
     }

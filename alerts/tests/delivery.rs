@@ -363,3 +363,29 @@ async fn total_delivery_time_is_bounded() {
         ]
     );
 }
+
+/// The stage shape: batches in over a channel; dropping the sender drains and delivers all.
+#[tokio::test]
+async fn run_delivers_every_batch_then_stops_when_the_channel_closes() {
+    let receiver = Receiver::start(&[(503, None)]).await;
+    let (notifier, log) = notifier(webhook(&receiver), 3);
+    let (sender, batches) = tokio::sync::mpsc::channel(4);
+    let stage = tokio::spawn(notifier.run(batches));
+    let (firing, resolved) = firing_and_resolved("exfiltration", "10.1.2.3", t(0));
+    sender.send(vec![firing]).await.unwrap();
+    sender.send(vec![resolved]).await.unwrap();
+    drop(sender);
+    let report = tokio::time::timeout(Duration::from_secs(10), stage)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((report.delivered, report.failed), (2, 0));
+    let delivered: Vec<String> = log
+        .attempts()
+        .iter()
+        .filter(|a| a.outcome == DeliveryOutcome::Delivered)
+        .map(|a| a.status.clone())
+        .collect();
+    assert_eq!(delivered.len(), 2);
+    assert!(delivered.contains(&"firing".to_string()) && delivered.contains(&"resolved".to_string()));
+}

@@ -239,6 +239,43 @@ impl Notifier {
         chosen
     }
 
+    /// The notifier stage: takes the notifications of each evaluation from `batches` and
+    /// delivers them in the background (one task per batch, so that a receiver that is retrying
+    /// delays nobody). Shutdown: when every sender is dropped, it stops taking batches, waits
+    /// for the deliveries in flight (each bounded by its receiver's `max_delivery_seconds`) and
+    /// returns their summed report.
+    pub async fn run(self, mut batches: tokio::sync::mpsc::Receiver<Vec<Notification>>) -> DispatchReport {
+        let mut in_flight = tokio::task::JoinSet::new();
+        let mut total = DispatchReport::default();
+        let add = |total: &mut DispatchReport, report: DispatchReport| {
+            total.delivered += report.delivered;
+            total.failed += report.failed;
+            total.unrouted += report.unrouted;
+        };
+        loop {
+            tokio::select! {
+                batch = batches.recv() => match batch {
+                    Some(batch) => {
+                        let notifier = self.clone();
+                        in_flight.spawn(async move { notifier.dispatch(&batch).await });
+                    }
+                    None => break,
+                },
+                Some(done) = in_flight.join_next() => match done {
+                    Ok(report) => add(&mut total, report),
+                    Err(err) => tracing::error!(%err, "delivery task ended abnormally"),
+                },
+            }
+        }
+        while let Some(done) = in_flight.join_next().await {
+            match done {
+                Ok(report) => add(&mut total, report),
+                Err(err) => tracing::error!(%err, "delivery task ended abnormally"),
+            }
+        }
+        total
+    }
+
     /// Delivers `notifications` to their receivers: receivers in parallel, each receiver's
     /// requests in order, each with its retries. Returns when every request has been delivered
     /// or has failed; the monitor spawns it so that evaluation never waits on a receiver.
