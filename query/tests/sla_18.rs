@@ -13,7 +13,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use clickhouse::{Client, Row, RowOwned, RowWrite};
 use egress_query::connection::{self, ClickHouseConfig};
 use egress_query::migrate::migrate;
+use egress_query::rollups::rollup_migrations;
 use egress_query::schema::{to_v6, ExporterStatsRow, FlowType, EXPORTER_STATS_TABLE, FLOWS_TABLE};
+use egress_query::sla::throughput::{month_start, p95_report};
 use egress_query::sla::{
     evaluate_all, AllowList, BaselineConfig, BulkBy, BulkConfig, EvalContext, ExfiltrationConfig,
     ExporterHealthConfig, ExporterRef, GoodName, KindName, ObjectiveConfig, PathCapacity, Severity,
@@ -357,6 +359,12 @@ async fn every_kind_gives_the_expected_verdicts_on_clickhouse_18() {
     let client = connection::client(&config).unwrap();
     let version = connection::server_version(&client).await.unwrap();
     migrate(&client, &config, &version).await.unwrap();
+    // The rollups (until `migrate` applies them itself; every statement is idempotent).
+    for migration in rollup_migrations(&version, &config) {
+        for statement in &migration.statements {
+            client.query_raw(statement).execute().await.unwrap();
+        }
+    }
 
     // Away from a minute boundary so that the minute arithmetic below is unambiguous.
     let now = now() / 60 * 60 + 30;
@@ -499,6 +507,48 @@ async fn every_kind_gives_the_expected_verdicts_on_clickhouse_18() {
     assert!(slo999.value > 6.0);
     assert!(slo99.value < slo99.threshold);
     assert_eq!(find(&results, "slo-999", PATH_SILENT).verdict, Verdict::NoData);
+
+    // p95 report of this month, from the per-minute path rollup, against flows directly.
+    let (year, month) = year_month(now);
+    let committed = BTreeMap::from([(PATH_A.to_owned(), 100_000_000)]);
+    let report = p95_report(&client, &ctx, year, month, &committed).await.unwrap();
+    let a = report.iter().find(|f| f.path == PATH_A).unwrap();
+    let busiest: f64 = server
+        .query_scalar(&format!(
+            "SELECT max(b) * 8 / 300 FROM (SELECT intDiv(toUInt32(time_received), 300) AS k, \
+             sum(bytes * sampling_rate) AS b FROM egress.flows WHERE out_if = 1 \
+             AND time_received >= toDateTime({}) GROUP BY k)",
+            month_start(year, month).unwrap()
+        ))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((a.max_bps - busiest).abs() < 1.0, "{a:?} vs {busiest}");
+    assert!(
+        a.buckets_with_data >= 1 && a.buckets_with_data <= a.buckets,
+        "{a:?}"
+    );
+    assert!(a.p95_bps <= a.max_bps);
+    assert_eq!(a.above_commit, a.p95_bps > 1e8);
+    let silent = report.iter().find(|f| f.path == PATH_SILENT).unwrap();
+    assert_eq!((silent.buckets_with_data, silent.p95_bps), (0, 0.0));
+}
+
+/// (year, month) of a Unix time, UTC.
+fn year_month(time: u32) -> (i32, u32) {
+    let mut year = 1970;
+    loop {
+        let next = month_start(year + 1, 1).unwrap();
+        if time < next {
+            break;
+        }
+        year += 1;
+    }
+    let month = (1..=12)
+        .rev()
+        .find(|m| month_start(year, *m).unwrap() <= time)
+        .unwrap();
+    (year, month)
 }
 
 /// Where the SQL dump goes: `$EGRESS_DDL_DIR`, else `<target dir>/egress-ddl`.

@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
 """Egress SLA queries on current ClickHouse, in process through chdb (pip package `chdb-core`).
 
-Reads the current-server DDL (`current.sql`, dumped by query/tests/schema_docs.rs) and the SLA
-queries with literal values (`sla.sql`, dumped by query/tests/sla_18.rs::dump_sla_sql), creates
+Reads the current-server DDL (`current.sql`, dumped by query/tests/schema_docs.rs; and
+`rollups-current.sql`, dumped by query/tests/rollups.rs `dump_rollup_ddl`) and the SLA queries with literal values (`sla.sql`, dumped by query/tests/sla_18.rs::dump_sla_sql), creates
 the schema in a fresh chdb session, inserts a few rows and runs every SLA query. Exits non-zero
 on the first failure.
 
 Usage: check_sla_sql.py <ddl dir>
 Run:   EGRESS_DDL_DIR=<dir> cargo test -p egress-query --test schema_docs dump_ddl_for_both_generations
+       EGRESS_DDL_DIR=<dir> cargo test -p egress-query --test rollups dump_rollup_ddl
        EGRESS_DDL_DIR=<dir> cargo test -p egress-query --test sla_18 dump_sla_sql
        <venv>/bin/python tests/chdb/check_sla_sql.py <dir>
 """
@@ -29,6 +30,8 @@ def main():
         print(__doc__, file=sys.stderr)
         sys.exit(2)
     ddl = open(f"{sys.argv[1]}/current.sql").read()
+    # The rollups' views fill the per-minute path table from the rows inserted below.
+    ddl += "\n" + open(f"{sys.argv[1]}/rollups-current.sql").read()
     sla_text = open(f"{sys.argv[1]}/sla.sql").read()
     queries = statements(sla_text)
     # The evaluation time the queries were generated for (rows are inserted relative to it).

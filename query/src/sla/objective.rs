@@ -1,9 +1,10 @@
 //! Objective SLA: a service-level objective on good events, alerting on multi-window burn rates
 //! (SRE workbook, chapter 5: 1h/5m at 14.4 and 6h/30m at 6 by default).
 //!
-//! In: the good-event definition ([`GoodEvents`]); each definition turns into one query that
-//! yields, per subject and minute, good and total event counts over the longest window (the
-//! current, incomplete minute left out). Out: one result per subject. For every window pair the
+//! In: the good-event definition ([`GoodEvents`]); each definition turns into queries that
+//! yield, per subject and minute, good and total event counts over the longest window (the
+//! current, incomplete minute left out). Path utilisation reads the per-minute path rollup
+//! and `exporter_stats`, never six hours of raw flows. Out: one result per subject. For every window pair the
 //! burn rate of each window is `(bad / total) / (1 - objective)`; a pair breaches when both of
 //! its windows burn faster than its factor. The result reports the pair closest to (or furthest
 //! past) its factor: value = the lower of its two burn rates, threshold = its factor, so that
@@ -19,11 +20,12 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use clickhouse::{Client, Row};
 use serde::Deserialize;
 
+use super::throughput::PATH_MINUTES_TABLE;
 use super::throughput::{path_labels, selected_paths};
 use super::{
     result, EvalContext, GoodEvents, ObjectiveConfig, Param, Result, SlaConfig, SlaResult, SqlQuery, Verdict,
 };
-use crate::schema::{to_v6, FLOWS_TABLE};
+use crate::schema::{to_v6, EXPORTER_STATS_TABLE};
 
 /// The minute range `[from, to)` covering the longest window, ending at the last full minute.
 fn minute_range(spec: &ObjectiveConfig, ctx: &EvalContext) -> (u64, u64) {
@@ -38,11 +40,27 @@ fn minute_volume_query(spec: &ObjectiveConfig, ctx: &EvalContext) -> SqlQuery {
         "objective.path_minutes",
         format!(
             "SELECT IPv6NumToString(exporter_address) AS exporter, toUInt32(out_if) AS out_if, \
-             toUInt32(intDiv(toUInt32(time_received), 60) * 60) AS minute, \
-             toUInt64(sum(bytes * sampling_rate)) AS bytes \
-             FROM {}.{FLOWS_TABLE} \
-             WHERE time_received >= toDateTime(?) AND time_received < toDateTime(?) \
+             toUInt32(minute) AS minute, toUInt64(sum(scaled_bytes)) AS bytes \
+             FROM {}.{PATH_MINUTES_TABLE} \
+             WHERE minute >= toDateTime(?) AND minute < toDateTime(?) \
              GROUP BY exporter_address, out_if, minute",
+            ctx.database
+        ),
+    );
+    query.params = vec![Param::U64(from), Param::U64(to)];
+    query
+}
+
+/// Minutes in which each exporter sent anything, from `exporter_stats`.
+fn exporter_minutes_query(spec: &ObjectiveConfig, ctx: &EvalContext) -> SqlQuery {
+    let (from, to) = minute_range(spec, ctx);
+    let mut query = SqlQuery::new(
+        "objective.exporter_minutes",
+        format!(
+            "SELECT IPv6NumToString(exporter_address) AS exporter, toUInt32(minute) AS minute \
+             FROM {}.{EXPORTER_STATS_TABLE} \
+             WHERE minute >= toDateTime(?) AND minute < toDateTime(?) AND (datagrams > 0 OR records > 0) \
+             GROUP BY exporter_address, minute",
             ctx.database
         ),
     );
@@ -53,7 +71,9 @@ fn minute_volume_query(spec: &ObjectiveConfig, ctx: &EvalContext) -> SqlQuery {
 /// The queries of an objective SLA.
 pub fn queries(_sla: &SlaConfig, spec: &ObjectiveConfig, ctx: &EvalContext) -> Vec<SqlQuery> {
     match spec.good_events() {
-        Some(GoodEvents::PathUtilisationBelow { .. }) => vec![minute_volume_query(spec, ctx)],
+        Some(GoodEvents::PathUtilisationBelow { .. }) => {
+            vec![minute_volume_query(spec, ctx), exporter_minutes_query(spec, ctx)]
+        }
         None => Vec::new(),
     }
 }
@@ -64,6 +84,12 @@ struct MinuteVolume {
     out_if: u32,
     minute: u32,
     bytes: u64,
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct ExporterMinute {
+    exporter: String,
+    minute: u32,
 }
 
 /// Good and total events of one subject in one minute.
@@ -86,8 +112,9 @@ pub struct SubjectEvents {
     pub minutes: BTreeMap<u32, MinuteEvents>,
 }
 
-/// Path-utilisation events: a minute of a path is an event when its exporter sent any record
-/// in that minute, and good when the path's rate is at most `max_utilisation` of its capacity.
+/// Path-utilisation events, from the per-minute path rollup: a minute of a path is an event
+/// when its exporter sent anything in that minute (a row in `exporter_stats` or in the rollup),
+/// and good when the path's rate is at most `max_utilisation` of its capacity.
 async fn path_utilisation_events(
     client: &Client,
     sla: &SlaConfig,
@@ -99,7 +126,11 @@ async fn path_utilisation_events(
     let rows: Vec<MinuteVolume> = minute_volume_query(spec, ctx)
         .fetch(client, ctx.query_timeout, &sla.name)
         .await?;
-    let present: HashSet<(&str, u32)> = rows.iter().map(|r| (r.exporter.as_str(), r.minute)).collect();
+    let active: Vec<ExporterMinute> = exporter_minutes_query(spec, ctx)
+        .fetch(client, ctx.query_timeout, &sla.name)
+        .await?;
+    let mut present: HashSet<(&str, u32)> = rows.iter().map(|r| (r.exporter.as_str(), r.minute)).collect();
+    present.extend(active.iter().map(|r| (r.exporter.as_str(), r.minute)));
     let volume: HashMap<(&str, u32, u32), u64> = rows
         .iter()
         .map(|r| ((r.exporter.as_str(), r.out_if, r.minute), r.bytes))

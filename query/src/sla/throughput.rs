@@ -243,21 +243,24 @@ pub struct P95Figures {
 struct BucketVolume {
     exporter: String,
     out_if: u32,
-    bucket: u32,
     bytes: u64,
 }
 
+/// The per-minute egress path rollup ([`crate::rollups`], outbound flows only, kept at least
+/// 35 days, longer than raw flows may be): p95 reports and objectives read it instead of raw
+/// flows.
+pub const PATH_MINUTES_TABLE: &str = "flows_1m_path";
+
 /// 5-minute volumes per (exporter, outgoing interface) in `[from, to)` for the interfaces
-/// `if_indexes` (bound one per placeholder).
+/// `if_indexes` (bound one per placeholder), from the per-minute path rollup.
 pub fn bucket_volume_query(database: &str, from: u32, to: u32, if_indexes: &[u32]) -> SqlQuery {
     let mut query = SqlQuery::new(
         "throughput.p95_buckets",
         format!(
             "SELECT IPv6NumToString(exporter_address) AS exporter, toUInt32(out_if) AS out_if, \
-             toUInt32(intDiv(toUInt32(time_received), 300) * 300) AS bucket, \
-             toUInt64(sum(bytes * sampling_rate)) AS bytes \
-             FROM {database}.{FLOWS_TABLE} \
-             WHERE time_received >= toDateTime(?) AND time_received < toDateTime(?)"
+             toUInt64(sum(scaled_bytes)) AS bytes \
+             FROM {database}.{PATH_MINUTES_TABLE} \
+             WHERE minute >= toDateTime(?) AND minute < toDateTime(?)"
         ),
     );
     query.params = vec![Param::U64(from.into()), Param::U64(to.into())];
@@ -271,8 +274,23 @@ pub fn bucket_volume_query(database: &str, from: u32, to: u32, if_indexes: &[u32
             indexes.iter().map(|i| Param::U64((*i).into())),
         );
     }
-    query.push(" GROUP BY exporter_address, out_if, bucket", []);
+    // The bucket is a grouping key only: the percentile needs the rates, not their times.
+    query.push(" GROUP BY exporter_address, out_if, intDiv(toUInt32(minute), 300)", []);
     query
+}
+
+/// The 95th percentile of `rates` (bit/s of the buckets with data) over `buckets` buckets, the
+/// missing ones counting as 0: the value at rank `ceil(0.95 × buckets)` (1-based, ascending).
+pub fn p95_with_empty_buckets(rates: &mut [f64], buckets: u64) -> f64 {
+    rates.sort_by(f64::total_cmp);
+    let with_data = rates.len() as u64;
+    let rank = (buckets as f64 * 0.95).ceil() as u64;
+    let zeros = buckets.saturating_sub(with_data);
+    if rank == 0 || rank <= zeros {
+        return 0.0;
+    }
+    let index = (rank - zeros - 1) as usize;
+    rates.get(index).or(rates.last()).copied().unwrap_or(0.0)
 }
 
 /// Unix seconds of the first second of `year`-`month` (UTC), from the civil calendar.
@@ -295,7 +313,8 @@ pub fn month_start(year: i32, month: u32) -> Option<u32> {
 }
 
 /// The 95th percentile report of every path of `ctx` for `year`-`month` up to `ctx.now`:
-/// rates of 5-minute buckets, empty buckets counted as 0, the rank `ceil(0.95 × buckets)`.
+/// rates of 5-minute buckets from the per-minute path rollup, empty buckets counted as 0
+/// ([`p95_with_empty_buckets`]).
 /// `committed_bps` maps path labels to their committed rate.
 pub async fn p95_report(
     client: &Client,
@@ -328,19 +347,11 @@ pub async fn p95_report(
         let exporter = to_v6(path.exporter).to_string();
         let mut rates: Vec<f64> = rows
             .iter()
-            .filter(|r| r.exporter == exporter && r.out_if == path.if_index && r.bucket >= from - from % 300)
+            .filter(|r| r.exporter == exporter && r.out_if == path.if_index)
             .map(|r| r.bytes as f64 * 8.0 / 300.0)
             .collect();
-        rates.sort_by(f64::total_cmp);
         let with_data = rates.len() as u64;
-        let rank = (buckets as f64 * 0.95).ceil() as u64; // 1-based, over all buckets
-        let zeros = buckets.saturating_sub(with_data);
-        let p95 = if rank <= zeros || rates.is_empty() {
-            0.0
-        } else {
-            let index = (rank - zeros - 1) as usize;
-            rates.get(index).copied().unwrap_or(0.0)
-        };
+        let p95 = p95_with_empty_buckets(&mut rates, buckets);
         let committed = committed_bps.get(&path.label).copied().unwrap_or(0);
         figures.push(P95Figures {
             path: path.label.clone(),
@@ -359,6 +370,29 @@ pub async fn p95_report(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn p95_counts_empty_buckets_as_zero() {
+        // 100 buckets, 10 with data: rank 95 falls on the 5th smallest rate with data.
+        let mut rates: Vec<f64> = (1..=10).map(f64::from).collect();
+        assert_eq!(p95_with_empty_buckets(&mut rates, 100), 5.0);
+        // 100 buckets, 4 with data: rank 95 is still a zero.
+        let mut few = vec![9.0, 8.0, 7.0, 6.0];
+        assert_eq!(p95_with_empty_buckets(&mut few, 100), 0.0);
+        // All 20 buckets with data: rank 19 of 20.
+        let mut all: Vec<f64> = (1..=20).map(f64::from).collect();
+        assert_eq!(p95_with_empty_buckets(&mut all, 20), 19.0);
+        assert_eq!(p95_with_empty_buckets(&mut [], 0), 0.0);
+    }
+
+    #[test]
+    fn the_path_rollup_table_is_the_rollups_module_one() {
+        let path = crate::rollups::rollups()
+            .into_iter()
+            .find(|r| r.name == "path")
+            .unwrap();
+        assert_eq!(path.minute_table, PATH_MINUTES_TABLE);
+    }
 
     #[test]
     fn month_boundaries() {
