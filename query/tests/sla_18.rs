@@ -19,7 +19,7 @@ use egress_query::sla::throughput::{month_start, p95_report};
 use egress_query::sla::{
     evaluate_all, AllowList, BaselineConfig, BulkBy, BulkConfig, EvalContext, ExfiltrationConfig,
     ExporterHealthConfig, ExporterRef, GoodName, KindName, ObjectiveConfig, PathCapacity, Severity,
-    SlaConfig, SlaResult, SlaSpec, ThroughputConfig, Verdict,
+    SlaConfig, SlaResult, SlaSpec, ThroughputConfig, Verdict, RESERVED_LABELS,
 };
 use egress_testkit::clickhouse::ClickHouseServer;
 use serde::Serialize;
@@ -385,6 +385,17 @@ async fn every_kind_gives_the_expected_verdicts_on_clickhouse_18() {
         assert_eq!(produced, direct.len(), "{}", sla.name);
         if sla.name != "exfil-all-day-allowed" {
             assert!(produced > 0, "{} produced nothing", sla.name);
+        }
+    }
+
+    // Subject labels are reserved, so that user labels can never collide with them.
+    for r in &results {
+        for key in r.labels.keys() {
+            assert!(
+                RESERVED_LABELS.contains(&key.as_str()),
+                "{}: label {key} not reserved",
+                r.sla
+            );
         }
     }
 

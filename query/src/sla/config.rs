@@ -378,6 +378,23 @@ pub(crate) fn parse_net(text: &str) -> Option<ipnet::IpNet> {
         .or_else(|| text.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
 }
 
+/// Label names results set themselves: the fixed alert labels and every kind's subject labels.
+/// User labels (`labels = {...}`) may not use them.
+pub const RESERVED_LABELS: &[&str] = &[
+    "alertname",
+    "severity",
+    "sla_kind",
+    "path",
+    "exporter",
+    "exporter_address",
+    "if_index",
+    "host",
+    "subnet",
+    "destination_as",
+    "destination_net",
+    "check",
+];
+
 /// Every problem with `slas`, each starting with its key (`slas[2].throughput.max_utilisation:
 /// ...`). Empty when the list is usable.
 pub fn validate(slas: &[SlaConfig]) -> Vec<String> {
@@ -403,7 +420,7 @@ pub fn validate(slas: &[SlaConfig]) -> Vec<String> {
             if !valid || label.starts_with("__") {
                 problem(".labels", format!("{label:?} is not a Prometheus label name"));
             }
-            if ["alertname", "severity", "sla_kind"].contains(&label.as_str()) {
+            if RESERVED_LABELS.contains(&label.as_str()) {
                 problem(".labels", format!("{label:?} is set by Egress"));
             }
         }

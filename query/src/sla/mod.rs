@@ -40,7 +40,7 @@ pub mod throughput;
 pub use config::{
     validate, AllowList, BaselineConfig, BulkBy, BulkConfig, BurnRateWindow, ExfiltrationConfig,
     ExporterHealthConfig, GoodEvents, GoodName, KindName, MonitorConfig, ObjectiveConfig, Severity,
-    SlaConfig, SourceGroup, ThroughputConfig,
+    SlaConfig, SourceGroup, ThroughputConfig, RESERVED_LABELS,
 };
 
 /// Errors of this module.
@@ -377,6 +377,10 @@ pub async fn evaluate_all(client: &Client, slas: &[SlaConfig], ctx: &EvalContext
 
 /// Input of the alert state machine for one result (the contract's `AlertSample`, with
 /// `breaching` an `Option`: `None` is "no data", which neither fires nor resolves an alert).
+/// It maps field by field onto `egress_alerts::state::AlertSample` (`Some(true)` → `Breaching`,
+/// `Some(false)` → `Ok`, `None` → `NoData`); the monitor does the mapping so that this crate
+/// does not depend on the alerts crate. User labels are already in `labels`: pass none as rule
+/// labels, which would override the subject labels.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AlertSample {
     /// alertname (the SLA name), severity, sla_kind, the subject labels and the user labels.
@@ -387,13 +391,16 @@ pub struct AlertSample {
     pub breaching: Option<bool>,
     /// The result's value.
     pub value: f64,
+    /// The threshold the value was compared with (`None` for no data without a threshold).
+    pub threshold: Option<f64>,
 }
 
 impl SlaResult {
-    /// The alert sample for this result of `sla`. Label precedence: the subject labels and the
-    /// fixed labels (`alertname`, `severity`, `sla_kind`) win over user labels of the same name,
-    /// so that a user label cannot merge two subjects into one alert.
+    /// The alert sample for this result of `sla`: labels `alertname` (the SLA name),
+    /// `severity`, `sla_kind`, the subject labels and the user labels (which [`validate`] keeps
+    /// off the others' names, so that a user label can never merge two subjects into one alert).
     pub fn alert_sample(&self, sla: &SlaConfig) -> AlertSample {
+        // `validate` keeps user labels off the fixed and subject label names.
         let mut labels = sla.labels.clone();
         labels.extend(self.labels.clone());
         labels.insert("alertname".to_owned(), sla.name.clone());
@@ -413,6 +420,7 @@ impl SlaResult {
                 Verdict::NoData => None,
             },
             value: self.value,
+            threshold: (self.verdict != Verdict::NoData || self.threshold != 0.0).then_some(self.threshold),
         }
     }
 

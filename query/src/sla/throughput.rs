@@ -275,7 +275,10 @@ pub fn bucket_volume_query(database: &str, from: u32, to: u32, if_indexes: &[u32
         );
     }
     // The bucket is a grouping key only: the percentile needs the rates, not their times.
-    query.push(" GROUP BY exporter_address, out_if, intDiv(toUInt32(minute), 300)", []);
+    query.push(
+        " GROUP BY exporter_address, out_if, intDiv(toUInt32(minute), 300)",
+        [],
+    );
     query
 }
 
