@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::decode::DecoderConfig;
 use egress_query::connection::ClickHouseConfig;
+pub use egress_query::model::{ExporterConfig, ModelConfig};
 
 /// Errors loading the configuration. The message names the key and the reason.
 #[derive(Debug, thiserror::Error)]
@@ -50,7 +51,12 @@ pub struct Config {
     pub batch: BatchConfig,
     /// Where flows are stored.
     pub clickhouse: ClickHouseConfig,
-    /// Per-exporter settings, matched on the datagram's source address.
+    /// The egress model: internal prefixes and cloud range files. With the exporters'
+    /// interfaces, it classifies every flow at ingest (`flows.traffic_direction`,
+    /// `flows.egress_path`, ...).
+    pub model: ModelConfig,
+    /// Per-exporter settings (name, site, sampling, interfaces), matched on the datagram's
+    /// source address.
     pub exporters: Vec<ExporterConfig>,
 }
 
@@ -146,24 +152,6 @@ impl Default for BatchConfig {
             shutdown_timeout_seconds: 30,
         }
     }
-}
-
-/// Settings for one exporter (a router, firewall or switch).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ExporterConfig {
-    /// The exporter's source address, as seen by the collector.
-    pub address: IpAddr,
-    /// A human name (e.g. `edge1`).
-    #[serde(default)]
-    pub name: Option<String>,
-    /// Sampling rate to use when the export does not say (`sampling_source = config_default`).
-    #[serde(default)]
-    pub sampling_default: Option<u64>,
-    /// Sampling rate that replaces whatever the export says (`sampling_source =
-    /// config_override`). For exporters known to report a wrong rate.
-    #[serde(default)]
-    pub sampling_override: Option<u64>,
 }
 
 impl Config {
@@ -279,23 +267,7 @@ impl Config {
         if d.max_templates_per_exporter == 0 {
             problems.push("decoder.max_templates_per_exporter: must be at least 1".to_owned());
         }
-        let mut exporters = std::collections::HashSet::new();
-        for (i, exporter) in self.exporters.iter().enumerate() {
-            if !exporters.insert(exporter.address) {
-                problems.push(format!(
-                    "exporters[{i}].address: {} is configured twice",
-                    exporter.address
-                ));
-            }
-            for (key, value) in [
-                ("sampling_default", exporter.sampling_default),
-                ("sampling_override", exporter.sampling_override),
-            ] {
-                if value == Some(0) {
-                    problems.push(format!("exporters[{i}].{key}: a sampling rate is at least 1"));
-                }
-            }
-        }
+        problems.extend(egress_query::model::problems(&self.model, &self.exporters));
         problems.extend(
             self.clickhouse
                 .problems()
@@ -356,6 +328,94 @@ mod tests {
             !config.exporters.is_empty(),
             "the example documents exporter settings"
         );
+        assert!(
+            config.exporters.iter().any(|e| !e.interfaces.is_empty()),
+            "the example documents interfaces"
+        );
+        assert!(
+            !config.model.internal_prefixes.is_empty(),
+            "the example documents [model]"
+        );
+        let model = egress_query::model::EgressModel::build(&config.model, &config.exporters).expect("model");
+        assert!(!model.paths().is_empty());
+    }
+
+    #[test]
+    fn local_run_config_models_the_simulated_routers() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/local/egress.toml");
+        let config = Config::load(Some(&path), no_env(), &[]).expect("local config");
+        let model = egress_query::model::EgressModel::build(&config.model, &config.exporters).expect("model");
+        // `egress run --simulate` with four protocols of two routers each sends from
+        // 127.0.0.10 to 127.0.0.17; each protocol's routers are that fleet's edge1 and edge2.
+        for offset in 0..8u8 {
+            let address = IpAddr::from([127, 0, 0, 10 + offset]);
+            let exporter = model
+                .exporter(address)
+                .unwrap_or_else(|| panic!("{address} configured"));
+            let router = &crate::simulate::fleet::fleet(2, address)[usize::from(offset % 2)];
+            for interface in &router.interfaces {
+                let configured = exporter
+                    .interface(interface.if_index)
+                    .unwrap_or_else(|| panic!("{address} ifIndex {}", interface.if_index));
+                assert_eq!(configured.name, interface.name);
+                assert_eq!(
+                    configured.role == egress_query::schema::InterfaceRole::External,
+                    interface.is_external(),
+                    "{address} {}",
+                    interface.name
+                );
+            }
+            assert_eq!(exporter.interfaces().len(), router.interfaces.len(), "{address}");
+        }
+        let internal = ["10.1.0.1", "10.2.255.1", "fd00:1::1"];
+        for host in internal {
+            let host: IpAddr = host.parse().expect("address");
+            assert!(model.is_internal(egress_query::schema::to_v6(host)), "{host}");
+        }
+    }
+
+    #[test]
+    fn model_problems_are_reported_with_their_keys() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("model.toml");
+        std::fs::write(
+            &path,
+            r#"
+[model]
+internal_prefixes = ["10.0.0.0/8"]
+cloud_ranges = [{ file = "/nonexistent/ranges.txt", format = "cidr", label = "x" }]
+
+[[exporters]]
+address = "192.0.2.1"
+[[exporters.interfaces]]
+if_index = 1
+role = "internal"
+kind = "transit"
+[[exporters.interfaces]]
+if_index = 1
+role = "external"
+capacity_bps = 0
+"#,
+        )
+        .expect("write");
+        let error = Config::load(Some(&path), no_env(), &["batch.max_rows=0".to_owned()])
+            .expect_err("invalid")
+            .to_string();
+        for key in [
+            "batch.max_rows",
+            "model.cloud_ranges[0].file",
+            "exporters[0].interfaces[0].kind",
+            "exporters[0].interfaces[1].if_index",
+            "exporters[0].interfaces[1].capacity_bps",
+        ] {
+            assert!(error.contains(key), "{key} missing from:\n{error}");
+        }
+        std::fs::write(&path, "[[exporters]]\naddress = \"192.0.2.1\"\n[[exporters.interfaces]]\nif_index = 1\nrole = \"upstream\"\n")
+            .expect("write");
+        let error = Config::load(Some(&path), no_env(), &[])
+            .expect_err("bad role")
+            .to_string();
+        assert!(error.contains("upstream"), "{error}");
     }
 
     #[test]

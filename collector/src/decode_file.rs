@@ -60,7 +60,7 @@ pub fn flow_json(record: &FlowRecord) -> serde_json::Value {
             .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
             .unwrap_or_default()
     };
-    serde_json::json!({
+    let mut value = serde_json::json!({
         "time_received": time(record.time_received),
         "time_flow_start": time(record.time_flow_start),
         "time_flow_end": time(record.time_flow_end),
@@ -88,7 +88,30 @@ pub fn flow_json(record: &FlowRecord) -> serde_json::Value {
         "vlan": record.vlan,
         "etype": record.etype,
         "direction": record.direction.as_str(),
-    })
+    });
+    // The classification columns (set by enrich; `egress decode` does not classify). A second
+    // object because one `json!` of every column exceeds the macro recursion limit.
+    let classification = serde_json::json!({
+        "traffic_direction": record.traffic_direction.as_str(),
+        "egress_path": record.egress_path,
+        "exporter_name": record.exporter_name,
+        "exporter_site": record.exporter_site,
+        "in_if_name": record.in_if_name,
+        "out_if_name": record.out_if_name,
+        "in_if_role": record.in_if_role.as_str(),
+        "out_if_role": record.out_if_role.as_str(),
+        "in_if_kind": record.in_if_kind.as_str(),
+        "out_if_kind": record.out_if_kind.as_str(),
+        "in_if_provider": record.in_if_provider,
+        "out_if_provider": record.out_if_provider,
+        "src_internal": record.src_internal,
+        "dst_internal": record.dst_internal,
+        "dst_cloud": record.dst_cloud,
+    });
+    if let (Some(object), serde_json::Value::Object(more)) = (value.as_object_mut(), classification) {
+        object.extend(more);
+    }
+    value
 }
 
 /// An interface counter sample as JSON (`interface_counters` column names).

@@ -98,7 +98,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
 
     let (chunk_tx, chunk_rx) = mpsc::channel(config.collector.queue_chunks);
     let (batch_tx, batch_rx) = mpsc::channel(2);
-    let enricher = Arc::new(Enricher::new(&config.exporters));
+    let model = egress_query::model::EgressModel::build(&config.model, &config.exporters)?;
+    let enricher = Arc::new(Enricher::new(model));
     let worker_stop = CancellationToken::new();
     let mut worker_threads = Vec::new();
     let mut kernel_sockets = Vec::new();

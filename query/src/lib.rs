@@ -5,6 +5,7 @@
 
 pub mod connection;
 pub mod migrate;
+pub mod model;
 pub mod retention;
 pub mod rollups;
 pub mod schema;

@@ -12,9 +12,19 @@
 //! meaning in `docs/schema.md` (a test keeps the two identical). Either way the rows on the wire
 //! are the same positional RowBinary, so column order is the field order of the row structs.
 //!
-//! Every statement is `IF NOT EXISTS`: a migration interrupted between its DDL and its record is
+//! Every statement is idempotent: a migration interrupted between its DDL and its record is
 //! simply applied again, and two collectors migrating at once do no harm (at worst a version is
-//! recorded twice; it is read with `DISTINCT`).
+//! recorded twice; it is read with `DISTINCT`). Tables are created `IF NOT EXISTS`. Columns added
+//! to an existing table (migration 005) cannot be: ClickHouse 18.16 has no
+//! `ADD COLUMN IF NOT EXISTS`, so each added column is its own statement (made by
+//! [`add_column_statement`]) and [`migrate`] skips it when `system.columns` already lists the
+//! column. 18.16 also drops the `COMMENT` of an `ADD COLUMN`, so a `COMMENT COLUMN` statement
+//! follows each.
+//!
+//! A fresh database gets every table whole from its create migration (the flows table with the
+//! classification columns already in it), and migration 005 then finds nothing to add; an older
+//! database gets the columns from 005, each placed `AFTER` its predecessor. Both paths give the
+//! column order of the row structs, which RowBinary needs.
 //!
 //! The retention is part of the table definition on TTL servers; when the configured retention
 //! changes, [`migrate`] alters the TTL (that is not a numbered migration, since it depends on the
@@ -24,8 +34,9 @@ use clickhouse::Client;
 
 use crate::connection::{self, is_identifier, ClickHouseConfig, ConnectionError, ServerVersion};
 use crate::schema::{
-    enum8_body, Direction, FlowType, SamplingSource, EXPORTER_STATS_TABLE, FLOWS_TABLE,
-    INTERFACE_COUNTERS_TABLE,
+    enum8_body, DeliveryOutcome, Direction, FlowType, InterfaceKind, InterfaceRole, SamplingSource,
+    TrafficDirection, Verdict, ALERT_DELIVERIES_TABLE, EXPORTER_STATS_TABLE, FLOWS_TABLE,
+    INTERFACE_COUNTERS_TABLE, SLA_RESULTS_TABLE,
 };
 
 /// Errors of this module.
@@ -127,6 +138,20 @@ impl ColumnDef {
         }
     }
 
+    /// A string column that repeats few values (names, labels): `LowCardinality(String)` on
+    /// current servers, `String` on 18.x (where it is experimental). The switch is at the same
+    /// version as the `IPv6` type (19.3), later than `LowCardinality` itself (19.1), so servers
+    /// 19.1 and 19.2 get `String`; the rows are the same either way.
+    fn low_cardinality(name: &'static str, comment: &'static str) -> Self {
+        Self {
+            name,
+            current_type: "LowCardinality(String)".to_owned(),
+            old_type: "String".to_owned(),
+            codec: "",
+            comment,
+        }
+    }
+
     /// The type on `version`.
     pub fn data_type(&self, version: &ServerVersion) -> &str {
         if version.has_ipv6_type() {
@@ -207,6 +232,26 @@ pub fn tables() -> Vec<TableDef> {
         "Enum8({})",
         enum8_body(&Direction::ALL, Direction::as_str, |v| v as i8)
     );
+    let traffic_direction = format!(
+        "Enum8({})",
+        enum8_body(&TrafficDirection::ALL, TrafficDirection::as_str, |v| v as i8)
+    );
+    let role = format!(
+        "Enum8({})",
+        enum8_body(&InterfaceRole::ALL, InterfaceRole::as_str, |v| v as i8)
+    );
+    let kind = format!(
+        "Enum8({})",
+        enum8_body(&InterfaceKind::ALL, InterfaceKind::as_str, |v| v as i8)
+    );
+    let verdict = format!(
+        "Enum8({})",
+        enum8_body(&Verdict::ALL, Verdict::as_str, |v| v as i8)
+    );
+    let outcome = format!(
+        "Enum8({})",
+        enum8_body(&DeliveryOutcome::ALL, DeliveryOutcome::as_str, |v| v as i8)
+    );
     let time = "DateTime('UTC')";
     vec![
         TableDef {
@@ -251,6 +296,34 @@ pub fn tables() -> Vec<TableDef> {
                     "EtherType of the network layer: 2048 (0x0800) IPv4, 34525 (0x86dd) IPv6, 0 unknown."),
                 ColumnDef::new("direction", direction, "",
                     "Flow direction as exported: ingress, egress, or unknown."),
+                // Classification from the egress model (migration 005 adds these to older tables).
+                ColumnDef::new("traffic_direction", traffic_direction, "",
+                    "Relative to the network: outbound (egress), inbound, internal, transit, or unknown when not classified."),
+                ColumnDef::low_cardinality("egress_path",
+                    "Egress path of an outbound flow: exporter and external output interface, e.g. edge1 / et-0/0/1 (Transit A); empty otherwise."),
+                ColumnDef::low_cardinality("exporter_name",
+                    "Exporter name from the egress model; empty when the exporter is not configured."),
+                ColumnDef::low_cardinality("exporter_site", "Exporter site from the egress model; empty when not configured."),
+                ColumnDef::low_cardinality("in_if_name", "Input interface name from the egress model; empty when not configured."),
+                ColumnDef::low_cardinality("out_if_name", "Output interface name from the egress model; empty when not configured."),
+                ColumnDef::new("in_if_role", role.clone(), "",
+                    "What the input interface faces: internal, external, or unknown when not configured."),
+                ColumnDef::new("out_if_role", role, "",
+                    "What the output interface faces: internal, external, or unknown when not configured."),
+                ColumnDef::new("in_if_kind", kind.clone(), "",
+                    "Kind of an external input interface: transit, peering, cloud, wan; none otherwise."),
+                ColumnDef::new("out_if_kind", kind, "",
+                    "Kind of an external output interface: transit, peering, cloud, wan; none otherwise."),
+                ColumnDef::low_cardinality("in_if_provider",
+                    "Provider of the input interface from the egress model (e.g. Transit A); empty when none."),
+                ColumnDef::low_cardinality("out_if_provider",
+                    "Provider of the output interface from the egress model (e.g. Transit A); empty when none."),
+                ColumnDef::new("src_internal", "UInt8", "",
+                    "1 when src_addr is inside the internal prefixes of the egress model, else 0."),
+                ColumnDef::new("dst_internal", "UInt8", "",
+                    "1 when dst_addr is inside the internal prefixes of the egress model, else 0."),
+                ColumnDef::low_cardinality("dst_cloud",
+                    "Cloud range of dst_addr from the cloud range files, e.g. aws/S3/eu-west-1 or the label of a CIDR list; empty when none."),
             ],
             partition_by: "toYYYYMMDD(time_received)",
             // Every query filters on a time range, most then on an exporter and an interface.
@@ -325,7 +398,125 @@ pub fn tables() -> Vec<TableDef> {
             order_by: "(exporter_address, if_index, time_received)",
             time_column: "time_received",
         },
+        TableDef {
+            name: SLA_RESULTS_TABLE,
+            columns: vec![
+                ColumnDef::new("time", time, "DoubleDelta, LZ4", "Evaluation time (UTC, seconds)."),
+                ColumnDef::low_cardinality("sla", "SLA name from the configuration."),
+                ColumnDef::low_cardinality("kind", "SLA kind: throughput, exfiltration, exporter_health, objective."),
+                ColumnDef::new("subject", "String", "",
+                    "What the result is about, e.g. edge1 / et-0/0/1 (Transit A) or 10.1.2.3."),
+                ColumnDef::new("labels_keys", "Array(String)", "",
+                    "Names of the subject labels (path, exporter, host...), parallel to labels_values."),
+                ColumnDef::new("labels_values", "Array(String)", "", "Values of the subject labels in labels_keys."),
+                ColumnDef::new("value", "Float64", "",
+                    "Measured value: utilisation ratio, bytes, seconds silent, burn rate, by kind."),
+                ColumnDef::new("threshold", "Float64", "", "The limit value is compared with."),
+                ColumnDef::new("verdict", verdict, "",
+                    "ok, breach, or no_data when too few samples were behind the value (never read as ok)."),
+                ColumnDef::new("samples", "UInt64", "", "Sampled flow records behind the value."),
+                ColumnDef::new("details", "String", "", "JSON with kind-specific details: baseline, top destinations."),
+            ],
+            partition_by: "toYYYYMMDD(time)",
+            // Read as the history of one SLA over a time range.
+            order_by: "(sla, time)",
+            time_column: "time",
+        },
+        TableDef {
+            name: ALERT_DELIVERIES_TABLE,
+            columns: vec![
+                ColumnDef::new("time", time, "DoubleDelta, LZ4", "When the delivery attempt ended (UTC, seconds)."),
+                ColumnDef::new("receiver", "String", "", "Receiver name from the configuration."),
+                ColumnDef::new("kind", "String", "", "Notifier kind: webhook, alertmanager, slack, pagerduty."),
+                ColumnDef::new("fingerprint", "String", "",
+                    "Alert fingerprint, compatible with Prometheus and Alertmanager (16 hex digits)."),
+                ColumnDef::new("alertname", "String", "", "Value of the alertname label (the SLA name)."),
+                ColumnDef::new("status", "String", "", "Notified alert status: firing or resolved."),
+                ColumnDef::new("attempt", "UInt32", "", "Attempt number for this notification, 1 for the first."),
+                ColumnDef::new("http_status", "UInt16", "", "HTTP status of the answer; 0 when there was no answer."),
+                ColumnDef::new("outcome", outcome, "",
+                    "delivered, retrying (failed, will be retried) or failed (given up)."),
+                ColumnDef::new("error", "String", "", "Why the attempt failed; empty when delivered."),
+            ],
+            partition_by: "toYYYYMMDD(time)",
+            // Small table, read by time range.
+            order_by: "(time, receiver)",
+            time_column: "time",
+        },
     ]
+}
+
+/// The `flows` columns added by migration 005 (egress classification), in order: every column
+/// after `direction`.
+const FLOW_CLASSIFICATION_FIRST_COLUMN: &str = "traffic_direction";
+
+/// `ALTER TABLE ... ADD COLUMN` for `column` of `table`, placed after `after`. [`migrate`] skips
+/// it when the column exists (see the module header), recognising it with
+/// [`parse_add_column`].
+pub fn add_column_statement(
+    version: &ServerVersion,
+    config: &ClickHouseConfig,
+    table: &str,
+    column: &ColumnDef,
+    after: &str,
+) -> String {
+    let mut statement = format!(
+        "ALTER TABLE {}.{table} ADD COLUMN {} {}",
+        config.database,
+        column.name,
+        column.data_type(version)
+    );
+    if version.has_codecs() && !column.codec.is_empty() {
+        statement.push_str(&format!(" CODEC({})", column.codec));
+    }
+    statement.push_str(&format!(" AFTER {after}"));
+    statement
+}
+
+/// `(table, column)` of a statement made by [`add_column_statement`] for `database`.
+fn parse_add_column<'a>(statement: &'a str, database: &str) -> Option<(&'a str, &'a str)> {
+    let rest = statement
+        .strip_prefix("ALTER TABLE ")?
+        .strip_prefix(database)?
+        .strip_prefix('.')?;
+    let (table, rest) = rest.split_once(" ADD COLUMN ")?;
+    let column = rest.split(' ').next()?;
+    Some((table, column))
+}
+
+/// Migration 005: the classification columns of `flows`, each added after its predecessor and
+/// given its comment.
+fn flow_classification_statements(version: &ServerVersion, config: &ClickHouseConfig) -> Vec<String> {
+    let Some(flows) = tables().into_iter().find(|t| t.name == FLOWS_TABLE) else {
+        return Vec::new();
+    };
+    // From the column before the first added one, which the first is placed after.
+    let Some(before_first) = flows
+        .columns
+        .iter()
+        .position(|c| c.name == FLOW_CLASSIFICATION_FIRST_COLUMN)
+        .and_then(|first| first.checked_sub(1))
+    else {
+        return Vec::new();
+    };
+    let mut statements = Vec::new();
+    for pair in flows.columns[before_first..].windows(2) {
+        let (previous, column) = (&pair[0], &pair[1]);
+        statements.push(add_column_statement(
+            version,
+            config,
+            FLOWS_TABLE,
+            column,
+            previous.name,
+        ));
+        statements.push(format!(
+            "ALTER TABLE {}.{FLOWS_TABLE} COMMENT COLUMN {} {}",
+            config.database,
+            column.name,
+            sql_string(column.comment)
+        ));
+    }
+    statements
 }
 
 /// The migrations for `version`, in order. The first creates the database.
@@ -335,20 +526,29 @@ pub fn ddl(version: &ServerVersion, config: &ClickHouseConfig) -> Vec<Migration>
         name: "create_database",
         statements: vec![format!("CREATE DATABASE IF NOT EXISTS {}", config.database)],
     }];
-    let names = [
-        (FLOWS_TABLE, "create_flows"),
-        (EXPORTER_STATS_TABLE, "create_exporter_stats"),
-        (INTERFACE_COUNTERS_TABLE, "create_interface_counters"),
-    ];
-    for table in tables() {
-        let name = names
+    let create = |table_name: &str| -> Vec<String> {
+        tables()
             .iter()
-            .find(|(t, _)| *t == table.name)
-            .map_or("create_table", |(_, n)| n);
+            .filter(|t| t.name == table_name)
+            .map(|t| t.create_statement(version, config))
+            .collect()
+    };
+    let steps = [
+        ("create_flows", create(FLOWS_TABLE)),
+        ("create_exporter_stats", create(EXPORTER_STATS_TABLE)),
+        ("create_interface_counters", create(INTERFACE_COUNTERS_TABLE)),
+        (
+            "add_flow_classification",
+            flow_classification_statements(version, config),
+        ),
+        ("create_sla_results", create(SLA_RESULTS_TABLE)),
+        ("create_alert_deliveries", create(ALERT_DELIVERIES_TABLE)),
+    ];
+    for (name, statements) in steps {
         migrations.push(Migration {
             version: migrations.len() as u32 + 1,
             name,
-            statements: vec![table.create_statement(version, config)],
+            statements,
         });
     }
     migrations
@@ -413,6 +613,11 @@ pub async fn migrate(
             source,
         };
         for statement in &migration.statements {
+            if let Some((table, column)) = parse_add_column(statement, &config.database) {
+                if has_column(&client, config, table, column).await.map_err(failed)? {
+                    continue;
+                }
+            }
             exec(statement.clone()).await.map_err(failed)?;
         }
         let record = format!(
@@ -434,6 +639,25 @@ pub async fn migrate(
         report.ttl_changed = reconcile_ttl(&client, server_version, config).await?;
     }
     Ok(report)
+}
+
+/// Whether `table` of the configured database has `column` (names are plain identifiers made
+/// by this module, so they are safe to quote).
+async fn has_column(
+    client: &Client,
+    config: &ClickHouseConfig,
+    table: &str,
+    column: &str,
+) -> std::result::Result<bool, ConnectionError> {
+    let sql = format!(
+        "SELECT count() FROM system.columns WHERE database = {} AND table = {} AND name = {}",
+        sql_string(&config.database),
+        sql_string(table),
+        sql_string(column)
+    );
+    let count: u64 =
+        connection::run(config.query_timeout(), &sql, client.query_raw(&sql).fetch_one()).await?;
+    Ok(count > 0)
 }
 
 /// Alters the TTL of every table whose definition does not match `config.retention_days`.
@@ -528,9 +752,42 @@ mod tests {
     fn migrations_are_numbered_in_order_and_named() {
         let migrations = ddl(&CURRENT, &config_with(30));
         let versions: Vec<u32> = migrations.iter().map(|m| m.version).collect();
-        assert_eq!(versions, [1, 2, 3, 4]);
+        assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7]);
         assert_eq!(migrations[1].name, "create_flows");
         assert_eq!(migrations[3].name, "create_interface_counters");
+        assert_eq!(migrations[4].name, "add_flow_classification");
+        assert_eq!(migrations[5].name, "create_sla_results");
+        assert_eq!(migrations[6].name, "create_alert_deliveries");
+    }
+
+    #[test]
+    fn classification_columns_are_added_in_order_and_recognised() {
+        let config = config_with(30);
+        for version in [OLD, CURRENT] {
+            let statements = &ddl(&version, &config)[4].statements;
+            // One ADD COLUMN and one COMMENT COLUMN per column after `direction`.
+            assert_eq!(statements.len(), 2 * 15, "{version}");
+            assert_eq!(
+                parse_add_column(&statements[0], "egress"),
+                Some(("flows", "traffic_direction"))
+            );
+            assert!(statements[0].ends_with(" AFTER direction"), "{}", statements[0]);
+            assert!(
+                statements[2].contains("ADD COLUMN egress_path")
+                    && statements[2].ends_with(" AFTER traffic_direction")
+            );
+            assert!(statements[1]
+                .starts_with("ALTER TABLE egress.flows COMMENT COLUMN traffic_direction 'Relative"));
+            assert_eq!(parse_add_column(&statements[1], "egress"), None);
+            assert_eq!(parse_add_column(&statements[0], "other"), None);
+        }
+        let old = ddl(&OLD, &config)[4].statements[2].clone();
+        assert!(old.contains("egress_path String AFTER"), "{old}");
+        let current = ddl(&CURRENT, &config)[4].statements[2].clone();
+        assert!(
+            current.contains("egress_path LowCardinality(String) AFTER"),
+            "{current}"
+        );
     }
 
     #[test]

@@ -22,6 +22,10 @@ pub const FLOWS_TABLE: &str = "flows";
 pub const EXPORTER_STATS_TABLE: &str = "exporter_stats";
 /// Name of the interface counter table (sFlow counter samples).
 pub const INTERFACE_COUNTERS_TABLE: &str = "interface_counters";
+/// Name of the SLA evaluation results table.
+pub const SLA_RESULTS_TABLE: &str = "sla_results";
+/// Name of the alert notification delivery log.
+pub const ALERT_DELIVERIES_TABLE: &str = "alert_deliveries";
 
 /// The export protocol a record came from. Stored as `Enum8` in `flows.flow_type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize_repr, Deserialize_repr)]
@@ -128,6 +132,163 @@ impl Direction {
     }
 }
 
+/// Where a flow goes relative to the network, from the egress model (classification at ingest).
+/// Stored as `Enum8` in `flows.traffic_direction`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize_repr, Deserialize_repr)]
+#[repr(i8)]
+pub enum TrafficDirection {
+    /// Not classified (no model, or no address or interface to judge by).
+    #[default]
+    Unknown = 0,
+    /// Leaves the network: egress. Out through an external interface of its exporter, or, where
+    /// the exporter's interfaces are not configured, from an internal to a non-internal address.
+    Outbound = 1,
+    /// Enters the network: in through an external interface, or from a non-internal to an
+    /// internal address.
+    Inbound = 2,
+    /// Between two internal addresses.
+    Internal = 3,
+    /// Between two non-internal addresses (passing through).
+    Transit = 4,
+}
+
+impl TrafficDirection {
+    /// Every value, in `Enum8` order.
+    pub const ALL: [TrafficDirection; 5] = [
+        Self::Unknown,
+        Self::Outbound,
+        Self::Inbound,
+        Self::Internal,
+        Self::Transit,
+    ];
+
+    /// The name stored in ClickHouse.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unknown => "unknown",
+            Self::Outbound => "outbound",
+            Self::Inbound => "inbound",
+            Self::Internal => "internal",
+            Self::Transit => "transit",
+        }
+    }
+}
+
+/// What an interface faces, from the egress model. Stored as `Enum8` in `flows.in_if_role` and
+/// `flows.out_if_role`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize_repr, Deserialize_repr)]
+#[repr(i8)]
+pub enum InterfaceRole {
+    /// Not configured.
+    #[default]
+    Unknown = 0,
+    /// Towards the internal network.
+    Internal = 1,
+    /// Towards another network (transit, peering, cloud, WAN).
+    External = 2,
+}
+
+impl InterfaceRole {
+    /// Every value, in `Enum8` order.
+    pub const ALL: [InterfaceRole; 3] = [Self::Unknown, Self::Internal, Self::External];
+
+    /// The name stored in ClickHouse and used in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unknown => "unknown",
+            Self::Internal => "internal",
+            Self::External => "external",
+        }
+    }
+}
+
+/// What kind of network an external interface connects to. Stored as `Enum8` in
+/// `flows.in_if_kind` and `flows.out_if_kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize_repr, Deserialize_repr)]
+#[repr(i8)]
+pub enum InterfaceKind {
+    /// Not an external interface, or not configured.
+    #[default]
+    None = 0,
+    /// An IP transit provider.
+    Transit = 1,
+    /// A peering (private or at an exchange).
+    Peering = 2,
+    /// A direct connection to a cloud provider.
+    Cloud = 3,
+    /// A wide-area link to another site of one's own.
+    Wan = 4,
+}
+
+impl InterfaceKind {
+    /// Every value, in `Enum8` order.
+    pub const ALL: [InterfaceKind; 5] = [Self::None, Self::Transit, Self::Peering, Self::Cloud, Self::Wan];
+
+    /// The name stored in ClickHouse and used in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Transit => "transit",
+            Self::Peering => "peering",
+            Self::Cloud => "cloud",
+            Self::Wan => "wan",
+        }
+    }
+}
+
+/// The outcome of one SLA evaluation for one subject. Stored as `Enum8` in `sla_results.verdict`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize_repr, Deserialize_repr)]
+#[repr(i8)]
+pub enum Verdict {
+    /// Within the SLA.
+    Ok = 0,
+    /// The SLA is breached.
+    Breach = 1,
+    /// Too few samples to judge; never read as `ok`.
+    NoData = 2,
+}
+
+impl Verdict {
+    /// Every value, in `Enum8` order.
+    pub const ALL: [Verdict; 3] = [Self::Ok, Self::Breach, Self::NoData];
+
+    /// The name stored in ClickHouse.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Breach => "breach",
+            Self::NoData => "no_data",
+        }
+    }
+}
+
+/// The outcome of one notification delivery attempt. Stored as `Enum8` in
+/// `alert_deliveries.outcome`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize_repr, Deserialize_repr)]
+#[repr(i8)]
+pub enum DeliveryOutcome {
+    /// The receiver accepted the notification.
+    Delivered = 0,
+    /// The attempt failed and will be retried.
+    Retrying = 1,
+    /// The attempt failed and will not be retried.
+    Failed = 2,
+}
+
+impl DeliveryOutcome {
+    /// Every value, in `Enum8` order.
+    pub const ALL: [DeliveryOutcome; 3] = [Self::Delivered, Self::Retrying, Self::Failed];
+
+    /// The name stored in ClickHouse.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Delivered => "delivered",
+            Self::Retrying => "retrying",
+            Self::Failed => "failed",
+        }
+    }
+}
+
 /// Renders an enum's values as the body of a ClickHouse `Enum8(...)` type.
 pub fn enum8_body<T: Copy>(values: &[T], name: impl Fn(T) -> &'static str, code: impl Fn(T) -> i8) -> String {
     values
@@ -192,6 +353,28 @@ pub struct FlowRow {
     /// EtherType of the flow's network layer: 0x0800 IPv4, 0x86dd IPv6, 0 unknown.
     pub etype: u16,
     pub direction: Direction,
+    /// Where the flow goes relative to the network (classification from the egress model).
+    pub traffic_direction: TrafficDirection,
+    /// `edge1 / et-0/0/1 (Transit A)` for outbound flows, empty otherwise.
+    pub egress_path: String,
+    /// The exporter's name from the model; empty when the exporter is not configured.
+    pub exporter_name: String,
+    /// The exporter's site from the model; empty when not configured.
+    pub exporter_site: String,
+    pub in_if_name: String,
+    pub out_if_name: String,
+    pub in_if_role: InterfaceRole,
+    pub out_if_role: InterfaceRole,
+    pub in_if_kind: InterfaceKind,
+    pub out_if_kind: InterfaceKind,
+    pub in_if_provider: String,
+    pub out_if_provider: String,
+    /// 1 when `src_addr` is inside the model's internal prefixes, else 0.
+    pub src_internal: u8,
+    /// 1 when `dst_addr` is inside the model's internal prefixes, else 0.
+    pub dst_internal: u8,
+    /// Cloud label of `dst_addr` from the cloud range files (`aws/S3/eu-west-1`); empty if none.
+    pub dst_cloud: String,
 }
 
 impl FlowRow {
@@ -225,6 +408,21 @@ impl FlowRow {
             vlan: 0,
             etype: 0,
             direction: Direction::Unknown,
+            traffic_direction: TrafficDirection::Unknown,
+            egress_path: String::new(),
+            exporter_name: String::new(),
+            exporter_site: String::new(),
+            in_if_name: String::new(),
+            out_if_name: String::new(),
+            in_if_role: InterfaceRole::Unknown,
+            out_if_role: InterfaceRole::Unknown,
+            in_if_kind: InterfaceKind::None,
+            out_if_kind: InterfaceKind::None,
+            in_if_provider: String::new(),
+            out_if_provider: String::new(),
+            src_internal: 0,
+            dst_internal: 0,
+            dst_cloud: String::new(),
         }
     }
 }
@@ -282,4 +480,52 @@ pub struct ExporterStatsRow {
     pub decode_error_counts: Vec<u64>,
     /// Templates known for this exporter and domain at the end of the minute.
     pub templates_known: u32,
+}
+
+/// One SLA evaluation result for one subject, as stored in `sla_results` (one row per SLA and
+/// subject per evaluation).
+#[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
+pub struct SlaResultRow {
+    /// Evaluation time, Unix seconds.
+    pub time: u32,
+    /// SLA name.
+    pub sla: String,
+    /// SLA kind: `throughput`, `exfiltration`, `exporter_health`, `objective`, ...
+    pub kind: String,
+    /// Human subject, e.g. `edge1 / et-0/0/1 (Transit A)` or `10.1.2.3`.
+    pub subject: String,
+    /// Subject label names, parallel to `labels_values`.
+    pub labels_keys: Vec<String>,
+    pub labels_values: Vec<String>,
+    /// The measured value (utilisation ratio, bytes, seconds silent, burn rate).
+    pub value: f64,
+    pub threshold: f64,
+    pub verdict: Verdict,
+    /// Sampled records behind the value.
+    pub samples: u64,
+    /// JSON: baseline, top destinations, and so on.
+    pub details: String,
+}
+
+/// One notification delivery attempt, as stored in `alert_deliveries`.
+#[derive(Debug, Clone, PartialEq, Eq, Row, Serialize, Deserialize)]
+pub struct AlertDeliveryRow {
+    /// When the attempt finished, Unix seconds.
+    pub time: u32,
+    /// Receiver name from the configuration.
+    pub receiver: String,
+    /// Notifier kind: `webhook`, `alertmanager`, `slack`, `pagerduty`.
+    pub kind: String,
+    /// Alert fingerprint (Prometheus-compatible, 16 hex digits).
+    pub fingerprint: String,
+    pub alertname: String,
+    /// `firing` or `resolved`.
+    pub status: String,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    /// HTTP status of the answer; 0 when there was no answer.
+    pub http_status: u16,
+    pub outcome: DeliveryOutcome,
+    /// Why the attempt failed; empty when delivered.
+    pub error: String,
 }

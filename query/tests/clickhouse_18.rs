@@ -13,8 +13,10 @@ use egress_query::connection::{self, ClickHouseConfig, ServerVersion};
 use egress_query::migrate::{migrate, tables};
 use egress_query::retention;
 use egress_query::schema::{
-    to_v6, Direction, ExporterStatsRow, FlowRow, FlowType, InterfaceCounterRow, SamplingSource,
-    EXPORTER_STATS_TABLE, FLOWS_TABLE, INTERFACE_COUNTERS_TABLE,
+    to_v6, AlertDeliveryRow, DeliveryOutcome, Direction, ExporterStatsRow, FlowRow, FlowType,
+    InterfaceCounterRow, InterfaceKind, InterfaceRole, SamplingSource, SlaResultRow, TrafficDirection,
+    Verdict, ALERT_DELIVERIES_TABLE, EXPORTER_STATS_TABLE, FLOWS_TABLE, INTERFACE_COUNTERS_TABLE,
+    SLA_RESULTS_TABLE,
 };
 use egress_testkit::clickhouse::ClickHouseServer;
 use serde::Deserialize;
@@ -78,7 +80,53 @@ fn sample_flow(time_received: u32) -> FlowRow {
     flow.vlan = 100;
     flow.etype = 0x86dd;
     flow.direction = Direction::Egress;
+    flow.traffic_direction = TrafficDirection::Outbound;
+    flow.egress_path = "edge1 / et-0/0/12 (Transit A)".into();
+    flow.exporter_name = "edge1".into();
+    flow.exporter_site = "fra1".into();
+    flow.in_if_name = "ae0".into();
+    flow.out_if_name = "et-0/0/12".into();
+    flow.in_if_role = InterfaceRole::Internal;
+    flow.out_if_role = InterfaceRole::External;
+    flow.in_if_kind = InterfaceKind::None;
+    flow.out_if_kind = InterfaceKind::Transit;
+    flow.in_if_provider = String::new();
+    flow.out_if_provider = "Transit A".into();
+    flow.src_internal = 1;
+    flow.dst_internal = 0;
+    flow.dst_cloud = "aws/S3/eu-west-1".into();
     flow
+}
+
+fn sample_sla_result(time: u32) -> SlaResultRow {
+    SlaResultRow {
+        time,
+        sla: "transit-utilisation".into(),
+        kind: "throughput".into(),
+        subject: "edge1 / et-0/0/1 (Transit A)".into(),
+        labels_keys: vec!["path".into(), "exporter".into()],
+        labels_values: vec!["edge1 / et-0/0/1 (Transit A)".into(), "edge1".into()],
+        value: 0.8125,
+        threshold: 0.8,
+        verdict: Verdict::Breach,
+        samples: 1234,
+        details: r#"{"window_seconds":300}"#.into(),
+    }
+}
+
+fn sample_delivery(time: u32) -> AlertDeliveryRow {
+    AlertDeliveryRow {
+        time,
+        receiver: "oncall".into(),
+        kind: "webhook".into(),
+        fingerprint: "c0ffee0123456789".into(),
+        alertname: "transit-utilisation".into(),
+        status: "firing".into(),
+        attempt: 2,
+        http_status: 503,
+        outcome: DeliveryOutcome::Retrying,
+        error: "503 Service Unavailable".into(),
+    }
 }
 
 fn sample_stats(minute: u32) -> ExporterStatsRow {
@@ -152,7 +200,10 @@ async fn migrations_apply_once_and_tables_match_the_row_structs() {
             "001_create_database",
             "002_create_flows",
             "003_create_exporter_stats",
-            "004_create_interface_counters"
+            "004_create_interface_counters",
+            "005_add_flow_classification",
+            "006_create_sla_results",
+            "007_create_alert_deliveries"
         ]
     );
     assert!(first.present.is_empty());
@@ -162,12 +213,12 @@ async fn migrations_apply_once_and_tables_match_the_row_structs() {
         "second run applied {:?}",
         second.applied
     );
-    assert_eq!(second.present.len(), 4);
+    assert_eq!(second.present.len(), 7);
     assert_eq!(
         server
             .query_scalar("SELECT count() FROM egress.schema_migrations")
             .unwrap(),
-        "4"
+        "7"
     );
 
     // Columns: the row structs' fields in order, the DDL's types and comments. (18.16's
@@ -180,10 +231,12 @@ async fn migrations_apply_once_and_tables_match_the_row_structs() {
         .fetch_all()
         .await
         .unwrap_or_else(|_| panic!("system.columns:\n{}", server.log_tail()));
-    let fields: [(&str, &[&str]); 3] = [
+    let fields: [(&str, &[&str]); 5] = [
         (FLOWS_TABLE, FlowRow::COLUMN_NAMES),
         (EXPORTER_STATS_TABLE, ExporterStatsRow::COLUMN_NAMES),
         (INTERFACE_COUNTERS_TABLE, InterfaceCounterRow::COLUMN_NAMES),
+        (SLA_RESULTS_TABLE, SlaResultRow::COLUMN_NAMES),
+        (ALERT_DELIVERIES_TABLE, AlertDeliveryRow::COLUMN_NAMES),
     ];
     for (table, field_names) in fields {
         let actual: Vec<&SystemColumn> = columns.iter().filter(|c| c.table == table).collect();
@@ -230,16 +283,145 @@ async fn migrations_apply_once_and_tables_match_the_row_structs() {
         counters
     );
 
+    let results = vec![sample_sla_result(t)];
+    insert(&client, SLA_RESULTS_TABLE, &results).await;
+    assert_eq!(
+        read_back::<SlaResultRow>(&client, SLA_RESULTS_TABLE).await,
+        results
+    );
+
+    let deliveries = vec![sample_delivery(t)];
+    insert(&client, ALERT_DELIVERIES_TABLE, &deliveries).await;
+    assert_eq!(
+        read_back::<AlertDeliveryRow>(&client, ALERT_DELIVERIES_TABLE).await,
+        deliveries
+    );
+
     // What an analyst sees: IPv4-mapped addresses and enum names.
     assert_eq!(
         server
             .query_scalar(
-                "SELECT IPv6NumToString(exporter_address), flow_type, sampling_source, direction \
+                "SELECT IPv6NumToString(exporter_address), flow_type, sampling_source, direction, \
+                 traffic_direction, out_if_role, out_if_kind, egress_path \
                  FROM egress.flows WHERE bytes = 123456 FORMAT TSV"
             )
             .unwrap(),
-        "::ffff:192.0.2.1\tipfix\toptions\tegress"
+        "::ffff:192.0.2.1\tipfix\toptions\tegress\toutbound\texternal\ttransit\tedge1 / et-0/0/12 (Transit A)"
     );
+    assert_eq!(
+        server
+            .query_scalar("SELECT verdict FROM egress.sla_results FORMAT TSV")
+            .unwrap(),
+        "breach"
+    );
+}
+
+/// A database made before the classification columns existed (migrations 1 to 4, the flows
+/// table without them, a row in it): migrating adds the columns in row-struct order with their
+/// comments, the old row reads back unclassified, and an interrupted migration 005 (columns
+/// there, not recorded) is applied again without error.
+#[tokio::test]
+async fn classification_columns_are_added_to_an_older_flows_table() {
+    let server = ClickHouseServer::start().expect("clickhouse-server starts");
+    let config = ClickHouseConfig {
+        url: server.http_url(),
+        ..ClickHouseConfig::default()
+    };
+    let client = connection::client(&config).unwrap();
+    let version = connection::server_version(&client).await.unwrap();
+    let mut old_flows = tables().into_iter().find(|t| t.name == FLOWS_TABLE).unwrap();
+    let first_added = old_flows
+        .columns
+        .iter()
+        .position(|c| c.name == "traffic_direction")
+        .unwrap();
+    old_flows.columns.truncate(first_added);
+    server.query_scalar("CREATE DATABASE egress").unwrap();
+    server
+        .query_scalar(&old_flows.create_statement(&version, &config))
+        .unwrap();
+    server
+        .query_scalar(
+            "CREATE TABLE egress.schema_migrations (version UInt32, name String, \
+             applied_at DateTime('UTC')) ENGINE = MergeTree ORDER BY version",
+        )
+        .unwrap();
+    server
+        .query_scalar(
+            "INSERT INTO egress.schema_migrations VALUES (1, 'create_database', now()), \
+             (2, 'create_flows', now()), (3, 'create_exporter_stats', now()), \
+             (4, 'create_interface_counters', now())",
+        )
+        .unwrap();
+    let t = now();
+    server
+        .query_scalar(&format!(
+            "INSERT INTO egress.flows (time_received, time_flow_start, time_flow_end, bytes, \
+             sampling_rate) VALUES ({t}, {t}, {t}, 777, 1)"
+        ))
+        .unwrap();
+
+    let report = migrate(&client, &config, &version).await.unwrap();
+    assert_eq!(
+        report.applied,
+        [
+            "005_add_flow_classification",
+            "006_create_sla_results",
+            "007_create_alert_deliveries"
+        ]
+    );
+    let columns: Vec<SystemColumn> = client
+        .query_raw(
+            "SELECT table, name, type, comment FROM system.columns WHERE database = 'egress' \
+             AND table = 'flows'",
+        )
+        .fetch_all()
+        .await
+        .unwrap();
+    let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, FlowRow::COLUMN_NAMES);
+    let definition = tables().into_iter().find(|t| t.name == FLOWS_TABLE).unwrap();
+    for (column, expected) in columns.iter().zip(&definition.columns) {
+        assert_eq!(column.r#type, expected.data_type(&version), "{}", column.name);
+        assert_eq!(column.comment, expected.comment, "{} comment", column.name);
+    }
+    let old: Vec<FlowRow> = read_back(&client, FLOWS_TABLE).await;
+    assert_eq!(old.len(), 1);
+    assert_eq!(
+        (
+            old[0].bytes,
+            old[0].traffic_direction,
+            old[0].egress_path.as_str()
+        ),
+        (777, TrafficDirection::Unknown, "")
+    );
+    insert(&client, FLOWS_TABLE, &[sample_flow(t)]).await;
+
+    // Interrupted after the ALTERs, before the record: applied again, nothing to add.
+    server
+        .query_scalar("ALTER TABLE egress.schema_migrations DELETE WHERE version = 5")
+        .unwrap();
+    wait_for_mutations(&server).await;
+    let again = migrate(&client, &config, &version).await.unwrap();
+    assert_eq!(again.applied, ["005_add_flow_classification"]);
+    assert_eq!(
+        server.query_scalar("SELECT count() FROM egress.flows").unwrap(),
+        "2"
+    );
+}
+
+/// Waits until `ALTER ... DELETE` mutations of the test database are done.
+async fn wait_for_mutations(server: &ClickHouseServer) {
+    for _ in 0..100 {
+        let pending = server
+            .query_scalar("SELECT count() FROM system.mutations WHERE database = 'egress' AND NOT is_done")
+            .unwrap();
+        if pending == "0" {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("mutations did not finish");
 }
 
 #[tokio::test]

@@ -67,6 +67,14 @@ def main():
 
         created = 0
         for statement in statements(ddl_text):
+            # As `migrate` does: an added column the table already has (a fresh database gets
+            # it from the CREATE) is skipped, since 18.16 has no ADD COLUMN IF NOT EXISTS.
+            added = re.match(r"ALTER TABLE (\w+)\.(\w+) ADD COLUMN (\w+) ", statement)
+            if added and q(
+                f"SELECT count() FROM system.columns WHERE database = '{added[1]}' "
+                f"AND table = '{added[2]}' AND name = '{added[3]}'"
+            ).strip() != "0":
+                continue
             q(statement)
             created += 1
         print(f"applied {created} DDL statements")
@@ -97,11 +105,14 @@ def main():
         q(
             "INSERT INTO egress.flows (time_received, time_flow_start, time_flow_end, exporter_address, "
             "observation_domain, flow_type, sampling_rate, sampling_source, src_addr, dst_addr, src_port, "
-            "dst_port, proto, bytes, packets, in_if, out_if, next_hop, etype, direction) VALUES "
+            "dst_port, proto, bytes, packets, in_if, out_if, next_hop, etype, direction, traffic_direction, "
+            "egress_path, out_if_role, out_if_kind, src_internal) VALUES "
             f"({now}, {now - 30}, {now}, '::ffff:192.0.2.1', 7, 'ipfix', 1000, 'options', '::ffff:10.0.0.1', "
-            f"'2001:db8::53', 51000, 443, 6, 1500, 3, 3, 12, '::ffff:10.0.0.254', 34525, 'egress'), "
+            f"'2001:db8::53', 51000, 443, 6, 1500, 3, 3, 12, '::ffff:10.0.0.254', 34525, 'egress', 'outbound', "
+            "'edge1 / et-0/0/12 (Transit A)', 'external', 'transit', 1), "
             f"({now - 60}, {now - 90}, {now - 60}, '::ffff:192.0.2.1', 7, 'ipfix', 1000, 'options', "
-            f"'::ffff:10.0.0.2', '::ffff:198.51.100.7', 40000, 53, 17, 120, 1, 3, 12, '::', 2048, 'egress')"
+            f"'::ffff:10.0.0.2', '::ffff:198.51.100.7', 40000, 53, 17, 120, 1, 3, 12, '::', 2048, 'egress', "
+            "'outbound', 'edge1 / et-0/0/12 (Transit A)', 'external', 'transit', 1)"
         )
         minute = now - now % 60 - 600
         q(
@@ -115,8 +126,11 @@ def main():
             f"({now - 30}, '::ffff:192.0.2.9', '2001:db8::9', " + counters.format(inb=10**12, outb=2 * 10**12) + "), "
             f"({now}, '::ffff:192.0.2.9', '2001:db8::9', " + counters.format(inb=10**12 + 10**6, outb=2 * 10**12) + ")"
         )
-        shown = q("SELECT IPv6NumToString(exporter_address), flow_type, direction FROM egress.flows LIMIT 1").strip()
-        if shown != "::ffff:192.0.2.1\tipfix\tegress":
+        shown = q(
+            "SELECT IPv6NumToString(exporter_address), flow_type, direction, traffic_direction, out_if_kind "
+            "FROM egress.flows LIMIT 1"
+        ).strip()
+        if shown != "::ffff:192.0.2.1\tipfix\tegress\toutbound\ttransit":
             fail(f"unexpected flow row: {shown!r}")
 
         # The retention query of query/src/retention.rs: an old partition is listed, today's is not.
