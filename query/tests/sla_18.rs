@@ -614,3 +614,68 @@ fn dump_sla_sql() {
     std::fs::write(dir.join("sla.sql"), text).unwrap();
     assert!(count >= 12, "{count} queries");
 }
+
+/// Evaluation time over many flows (`EGRESS_SLA_FLOWS`, default 2 000 000, spread over the last
+/// `EGRESS_SLA_SPREAD_SECONDS`, default 21 600) on ClickHouse 18.16: every SLA of [`slas`] once. Ignored by default (inserting takes a while);
+/// run with `cargo test --release -p egress-query --test sla_18 -- --ignored --nocapture`.
+#[tokio::test]
+#[ignore]
+async fn evaluation_time_over_many_flows() {
+    let count: u32 = std::env::var("EGRESS_SLA_FLOWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_000_000);
+    let server = ClickHouseServer::start().expect("clickhouse-server starts");
+    let config = ClickHouseConfig {
+        url: server.http_url(),
+        retention_days: 0,
+        ..ClickHouseConfig::default()
+    };
+    let client = connection::client(&config).unwrap();
+    let version = connection::server_version(&client).await.unwrap();
+    migrate(&client, &config, &version).await.unwrap();
+    for migration in rollup_migrations(&version, &config) {
+        for statement in &migration.statements {
+            client.query_raw(statement).execute().await.unwrap();
+        }
+    }
+    let spread: u32 = std::env::var("EGRESS_SLA_SPREAD_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(21_600)
+        .max(1);
+    let now = now() / 60 * 60 + 30;
+    let started = std::time::Instant::now();
+    let mut insert = client.insert::<Flow>(FLOWS_TABLE).await.unwrap();
+    for i in 0..count {
+        // 4 paths, 50 000 source hosts, 5 000 destinations.
+        let mut row = flow(now - 1 - (i % spread), EDGE1, 1 + i % 4, 1_500);
+        row.src_addr = v6([10, 1, (i / 256 % 196) as u8, (i % 256) as u8]);
+        row.dst_addr = v6([203, 0, (i / 7 % 20) as u8, (i % 250) as u8]);
+        row.dst_as = 64500 + i % 50;
+        insert.write(&row).await.unwrap();
+    }
+    insert.end().await.unwrap();
+    let inserted = started.elapsed();
+    let slas = slas();
+    let ctx = context(now);
+    let started = std::time::Instant::now();
+    let results = evaluate_all(&client, &slas, &ctx).await.unwrap();
+    let elapsed = started.elapsed();
+    println!(
+        "{count} flows inserted in {inserted:?}; {} SLAs evaluated in {elapsed:?}, {} results",
+        slas.len(),
+        results.len()
+    );
+    for sla in &slas {
+        let started = std::time::Instant::now();
+        let n = SlaSpec::of(sla)
+            .unwrap()
+            .evaluate(&client, sla, &ctx)
+            .await
+            .unwrap()
+            .len();
+        println!("  {:24} {:>6} results in {:?}", sla.name, n, started.elapsed());
+    }
+    assert!(elapsed < Duration::from_secs(60), "{elapsed:?}");
+}
