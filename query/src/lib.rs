@@ -3,6 +3,7 @@
 //! ([`connection`]) and partition-dropping retention for servers without TTLs ([`retention`]).
 //! SLA evaluation and the HTTP API build on these.
 
+pub mod api;
 pub mod connection;
 pub mod migrate;
 pub mod model;

@@ -1,0 +1,196 @@
+//! `GET /openapi.json`: the OpenAPI 3.0 document of every route.
+//!
+//! Hand-written with `serde_json::json!` rather than generated with `utoipa`: the parameters are
+//! parsed by hand (to name them in errors and refuse unknown ones), so there are no typed
+//! extractor structs for a generator to read, and one more proc-macro crate would slow every
+//! build on a two-core machine. The test `api_openapi` checks that the document and the router
+//! list the same (method, path) pairs, so the two cannot drift apart.
+
+use axum::Json;
+use serde_json::{json, Value};
+
+use super::flows::{MAX_LIMIT, MAX_RANGE};
+use super::slas::MAX_POINTS;
+
+fn query(name: &str, description: &str, schema: Value, required: bool) -> Value {
+    json!({ "name": name, "in": "query", "required": required, "description": description, "schema": schema })
+}
+
+fn path_parameter(name: &str, description: &str) -> Value {
+    json!({ "name": name, "in": "path", "required": true, "description": description, "schema": { "type": "string" } })
+}
+
+fn integer(minimum: u32, maximum: u32, default: u32) -> Value {
+    json!({ "type": "integer", "minimum": minimum, "maximum": maximum, "default": default })
+}
+
+fn one_of(values: &[&str], default: Option<&str>) -> Value {
+    let mut schema = json!({ "type": "string", "enum": values });
+    if let Some(default) = default {
+        schema["default"] = json!(default);
+    }
+    schema
+}
+
+fn answer(description: &str) -> Value {
+    json!({
+        "description": description,
+        "content": { "application/json": { "schema": { "type": "object" } } }
+    })
+}
+
+fn operation(summary: &str, parameters: Vec<Value>, ok_status: &str, ok: &str) -> Value {
+    json!({
+        "summary": summary,
+        "parameters": parameters,
+        "responses": {
+            ok_status: answer(ok),
+            "400": { "$ref": "#/components/responses/BadRequest" },
+            "503": { "$ref": "#/components/responses/Unavailable" },
+            "504": { "$ref": "#/components/responses/Timeout" }
+        }
+    })
+}
+
+/// The document.
+pub fn openapi_document() -> Value {
+    let window = |default, max| {
+        query(
+            "window",
+            "Length of the window ending now, in seconds.",
+            integer(60, max, default),
+            false,
+        )
+    };
+    let dimensions = [
+        "src_host", "dst_host", "dst_as", "path", "dst_port", "src_port", "proto", "exporter",
+    ];
+    let silence_schema = json!({
+        "type": "object",
+        "required": ["matchers", "ends_at", "created_by"],
+        "additionalProperties": false,
+        "properties": {
+            "matchers": { "type": "array", "minItems": 1, "maxItems": super::alerts::MAX_MATCHERS, "items": {
+                "type": "object", "required": ["name", "value"], "additionalProperties": false,
+                "properties": {
+                    "name": { "type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$" },
+                    "value": { "type": "string", "maxLength": 1024 },
+                    "isRegex": { "type": "boolean", "default": false },
+                    "isEqual": { "type": "boolean", "default": true }
+                }
+            }},
+            "starts_at": { "type": "string", "format": "date-time", "description": "Default: now." },
+            "ends_at": { "type": "string", "format": "date-time" },
+            "created_by": { "type": "string", "minLength": 1, "maxLength": 200 },
+            "comment": { "type": "string", "maxLength": 4096 }
+        }
+    });
+    let mut create_silence = operation(
+        "Create a silence",
+        vec![],
+        "201",
+        "The new silence's id: {\"id\": ...}",
+    );
+    create_silence["requestBody"] = json!({
+        "required": true,
+        "content": { "application/json": { "schema": silence_schema } }
+    });
+    create_silence["responses"]["413"] = json!({ "$ref": "#/components/responses/TooLarge" });
+    let mut expire_silence = operation(
+        "Expire a silence now",
+        vec![path_parameter("id", "Silence id (letters, digits, `-`, `_`).")],
+        "200",
+        "The silence is expired.",
+    );
+    expire_silence["responses"]["404"] = json!({ "$ref": "#/components/responses/NotFound" });
+    let mut history = operation(
+        "Results of one SLA over a window, oldest first",
+        vec![
+            path_parameter("name", "A configured SLA name."),
+            window(86_400, 31 * 86_400),
+            query(
+                "subject",
+                "Only this subject (e.g. a path label or a host).",
+                json!({ "type": "string", "maxLength": 200 }),
+                false,
+            ),
+        ],
+        "200",
+        &format!("At most the newest {MAX_POINTS} results."),
+    );
+    history["responses"]["404"] = json!({ "$ref": "#/components/responses/NotFound" });
+
+    json!({
+        "openapi": "3.0.3",
+        "info": {
+            "title": "Egress query API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Egress paths, top talkers, flow search, SLA status, alerts and silences. \
+                            Errors are JSON {\"error\": \"...\"} naming the parameter."
+        },
+        "paths": {
+            "/health": { "get": operation("The process is alive", vec![], "200", "{\"status\": \"ok\"}") },
+            "/ready": { "get": operation("ClickHouse answers SELECT 1 within 2 s (else 503 with the reason)", vec![], "200", "{\"status\": \"ready\"}") },
+            "/metrics": { "get": {
+                "summary": "Prometheus text of the API's own request counters and latencies",
+                "responses": { "200": { "description": "OpenMetrics text", "content": { "application/openmetrics-text": { "schema": { "type": "string" } } } } }
+            }},
+            "/openapi.json": { "get": operation("This document", vec![], "200", "OpenAPI 3.0 document") },
+            "/api/v1/paths": { "get": operation(
+                "Every egress path with throughput, utilisation and status (ok, idle, no_data)",
+                vec![window(300, 86_400)], "200", "{\"paths\": [...]}") },
+            "/api/v1/top": { "get": operation(
+                "Top keys by scaled bytes over a window",
+                vec![
+                    query("by", "Dimension to group by.", one_of(&dimensions, None), true),
+                    window(3_600, 7 * 86_400),
+                    query("limit", "Number of entries.", integer(1, 1_000, 10), false),
+                    query("direction", "Traffic direction.", one_of(&["outbound", "inbound", "any"], Some("outbound")), false),
+                ], "200", "{\"top\": [...]}") },
+            "/api/v1/flows": { "get": operation(
+                "Stored flow records, newest first",
+                vec![
+                    query("from", "Start (Unix seconds or RFC 3339); default `to` minus 15 minutes.", json!({ "type": "string" }), false),
+                    query("to", "End, exclusive (Unix seconds or RFC 3339); default now.", json!({ "type": "string" }), false),
+                    query("src", "Source address or CIDR prefix.", json!({ "type": "string" }), false),
+                    query("dst", "Destination address or CIDR prefix.", json!({ "type": "string" }), false),
+                    query("port", "Source or destination port.", integer(0, 65_535, 0), false),
+                    query("proto", "IP protocol number or name (tcp, udp, icmp, icmpv6, gre, esp, sctp).", json!({ "type": "string" }), false),
+                    query("exporter", "Exporter address or model name.", json!({ "type": "string" }), false),
+                    query("limit", "Most records returned.", integer(1, MAX_LIMIT, 100), false),
+                ], "200", &format!("{{\"flows\": [...]}}; the range is at most {MAX_RANGE} seconds")) },
+            "/api/v1/slas": { "get": operation("Latest result per SLA and subject", vec![], "200", "{\"results\": [...], \"not_evaluated\": [...]}") },
+            "/api/v1/slas/{name}/history": { "get": history },
+            "/api/v1/alerts": { "get": operation("Pending, firing and recently resolved alerts", vec![], "200", "{\"alerts\": [...]}") },
+            "/api/v1/silences": {
+                "get": operation("Every silence", vec![], "200", "{\"silences\": [...]}"),
+                "post": create_silence
+            },
+            "/api/v1/silences/{id}": { "delete": expire_silence }
+        },
+        "components": {
+            "schemas": {
+                "Error": { "type": "object", "required": ["error"], "properties": { "error": { "type": "string" } } }
+            },
+            "responses": {
+                "BadRequest": error_response("A parameter is missing, unknown or out of bounds; the message names it."),
+                "NotFound": error_response("No such route, SLA or silence."),
+                "TooLarge": error_response("The request body is larger than 64 KiB."),
+                "Unavailable": error_response("ClickHouse or the alert state did not answer."),
+                "Timeout": error_response("The request took longer than 10 seconds.")
+            }
+        }
+    })
+}
+
+fn error_response(description: &str) -> Value {
+    json!({
+        "description": description,
+        "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } }
+    })
+}
+
+/// `GET /openapi.json`.
+pub(crate) async fn serve() -> Json<Value> {
+    Json(openapi_document())
+}
