@@ -14,12 +14,14 @@ use clickhouse::{Client, Row, RowOwned, RowWrite};
 use egress_query::connection::{self, ClickHouseConfig};
 use egress_query::migrate::migrate;
 use egress_query::rollups::rollup_migrations;
-use egress_query::schema::{to_v6, ExporterStatsRow, FlowType, EXPORTER_STATS_TABLE, FLOWS_TABLE};
+use egress_query::schema::{
+    to_v6, ExporterStatsRow, FlowType, SlaResultRow, EXPORTER_STATS_TABLE, FLOWS_TABLE,
+};
 use egress_query::sla::throughput::{month_start, p95_report};
 use egress_query::sla::{
-    evaluate_all, AllowList, BaselineConfig, BulkBy, BulkConfig, EvalContext, ExfiltrationConfig,
-    ExporterHealthConfig, ExporterRef, GoodName, KindName, ObjectiveConfig, PathCapacity, Severity,
-    SlaConfig, SlaResult, SlaSpec, ThroughputConfig, Verdict, RESERVED_LABELS,
+    evaluate_all, write_results, AllowList, BaselineConfig, BulkBy, BulkConfig, EvalContext,
+    ExfiltrationConfig, ExporterHealthConfig, ExporterRef, GoodName, KindName, ObjectiveConfig, PathCapacity,
+    Severity, SlaConfig, SlaResult, SlaSpec, ThroughputConfig, Verdict, RESERVED_LABELS,
 };
 use egress_testkit::clickhouse::ClickHouseServer;
 use serde::Serialize;
@@ -518,6 +520,32 @@ async fn every_kind_gives_the_expected_verdicts_on_clickhouse_18() {
     assert!(slo999.value > 6.0);
     assert!(slo99.value < slo99.threshold);
     assert_eq!(find(&results, "slo-999", PATH_SILENT).verdict, Verdict::NoData);
+
+    // Results land in `sla_results` unchanged.
+    write_results(&client, "egress", &results, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let stored: Vec<SlaResultRow> = client
+        .query("SELECT * FROM egress.sla_results WHERE time = toDateTime(?) ORDER BY sla, subject")
+        .bind(now)
+        .fetch_all()
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), results.len());
+    let mut expected: Vec<SlaResultRow> = results.iter().map(SlaResult::to_row).collect();
+    expected.sort_by(|a, b| (&a.sla, &a.subject).cmp(&(&b.sla, &b.subject)));
+    let key = |r: &SlaResultRow| (r.sla.clone(), r.subject.clone(), r.labels_values.clone());
+    let mut stored_sorted = stored.clone();
+    stored_sorted.sort_by_key(key);
+    expected.sort_by_key(key);
+    assert_eq!(stored_sorted, expected);
+    let verdicts = server
+        .query_scalar(
+            "SELECT groupArray(v) FROM (SELECT DISTINCT toString(verdict) AS v FROM egress.sla_results \
+             ORDER BY v)",
+        )
+        .unwrap();
+    assert_eq!(verdicts, "['breach','no_data','ok']");
 
     // p95 report of this month, from the per-minute path rollup, against flows directly.
     let (year, month) = year_month(now);

@@ -21,15 +21,15 @@
 //! [`Verdict::NoData`], never [`Verdict::Ok`].
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::net::{IpAddr, Ipv6Addr};
 use std::time::Duration;
 
 use clickhouse::{Client, RowOwned, RowRead};
 use serde::Serialize;
-use serde_repr::{Deserialize_repr, Serialize_repr};
 
 use crate::connection::{self, is_identifier, ConnectionError};
+use crate::model::{EgressModel, EgressPath};
+use crate::schema::{SlaResultRow, SLA_RESULTS_TABLE};
 
 mod config;
 pub mod exfiltration;
@@ -65,31 +65,9 @@ pub enum SlaError {
 /// Result of this module.
 pub type Result<T> = std::result::Result<T, SlaError>;
 
-/// What an evaluation concluded about one subject. Stored as `Enum8` in `sla_results.verdict`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize_repr, Deserialize_repr)]
-#[repr(i8)]
-pub enum Verdict {
-    /// Enough data, within the objective.
-    Ok = 0,
-    /// Enough data, outside the objective (or, for exporter health, silence).
-    Breach = 1,
-    /// Too few samples behind the value to say either.
-    NoData = 2,
-}
-
-impl Verdict {
-    /// Every value, in `Enum8` order.
-    pub const ALL: [Verdict; 3] = [Self::Ok, Self::Breach, Self::NoData];
-
-    /// The name stored in ClickHouse.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Ok => "ok",
-            Self::Breach => "breach",
-            Self::NoData => "no_data",
-        }
-    }
-}
+/// What an evaluation concluded about one subject: the `sla_results.verdict` enum of the
+/// storage contract.
+pub use crate::schema::Verdict;
 
 /// One SLA × subject × evaluation: the generic result every kind produces.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -133,6 +111,25 @@ pub struct PathCapacity {
     pub capacity_bps: u64,
 }
 
+impl PathCapacity {
+    /// The path of the egress model, if it has a capacity (paths without one have no
+    /// utilisation).
+    pub fn from_model(path: &EgressPath) -> Option<Self> {
+        let capacity_bps = path.capacity_bps.filter(|c| *c > 0)?;
+        Some(Self {
+            label: path.label.clone(),
+            exporter: path.exporter_address,
+            exporter_name: if path.exporter_name.is_empty() {
+                crate::schema::from_v6(crate::schema::to_v6(path.exporter_address)).to_string()
+            } else {
+                path.exporter_name.clone()
+            },
+            if_index: path.if_index,
+            capacity_bps,
+        })
+    }
+}
+
 /// A configured exporter, as exporter health sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExporterRef {
@@ -155,6 +152,35 @@ pub struct EvalContext {
     pub exporters: Vec<ExporterRef>,
     /// How long one query may take.
     pub query_timeout: Duration,
+}
+
+impl EvalContext {
+    /// The context of an evaluation at `now` from the egress model: its paths with a capacity
+    /// and its exporters.
+    pub fn from_model(now: u32, database: &str, model: &EgressModel, query_timeout: Duration) -> Self {
+        Self {
+            now,
+            database: database.to_owned(),
+            paths: model
+                .paths()
+                .iter()
+                .filter_map(PathCapacity::from_model)
+                .collect(),
+            exporters: model
+                .exporters()
+                .iter()
+                .map(|e| ExporterRef {
+                    address: e.address,
+                    name: if e.name.is_empty() {
+                        crate::schema::from_v6(crate::schema::to_v6(e.address)).to_string()
+                    } else {
+                        e.name.clone()
+                    },
+                })
+                .collect(),
+            query_timeout,
+        }
+    }
 }
 
 /// A value bound to a `?` placeholder.
@@ -439,11 +465,28 @@ impl SlaResult {
             self.subject,
             self.value,
             self.threshold,
-            self.verdict,
+            self.verdict.as_str(),
             self.samples,
             self.details
         );
         (summary, description)
+    }
+
+    /// The `sla_results` row of this result.
+    pub fn to_row(&self) -> SlaResultRow {
+        SlaResultRow {
+            time: self.time,
+            sla: self.sla.clone(),
+            kind: self.kind.clone(),
+            subject: self.subject.clone(),
+            labels_keys: self.labels_keys(),
+            labels_values: self.labels_values(),
+            value: finite(self.value),
+            threshold: finite(self.threshold),
+            verdict: self.verdict,
+            samples: self.samples,
+            details: self.details.to_string(),
+        }
     }
 
     /// Subject label names, sorted (`sla_results.labels_keys`).
@@ -457,9 +500,55 @@ impl SlaResult {
     }
 }
 
-impl fmt::Display for Verdict {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+/// Infinite or NaN values (a burn rate over nothing) are stored as the largest finite value or
+/// 0, which every reader can parse.
+fn finite(value: f64) -> f64 {
+    if value.is_nan() {
+        0.0
+    } else {
+        value.clamp(f64::MIN, f64::MAX)
+    }
+}
+
+/// Inserts `results` into `sla_results` (one insert). Nothing to insert is not an error.
+pub async fn write_results(
+    client: &Client,
+    database: &str,
+    results: &[SlaResult],
+    timeout: Duration,
+) -> Result<()> {
+    if !is_identifier(database) {
+        return Err(SlaError::InvalidDatabase(database.to_owned()));
+    }
+    if results.is_empty() {
+        return Ok(());
+    }
+    let table = format!("{database}.{SLA_RESULTS_TABLE}");
+    let failed = |source: clickhouse::error::Error| SlaError::Query {
+        sla: String::new(),
+        source: ConnectionError::Query {
+            query: format!("INSERT INTO {table}"),
+            source,
+        },
+    };
+    // The crate quotes the table name as one identifier: the database goes on the client.
+    let client = client.clone().with_database(database);
+    let write = async {
+        let mut insert = client.insert::<SlaResultRow>(SLA_RESULTS_TABLE).await?;
+        for result in results {
+            insert.write(&result.to_row()).await?;
+        }
+        insert.end().await
+    };
+    match tokio::time::timeout(timeout, write).await {
+        Ok(outcome) => outcome.map_err(failed),
+        Err(_) => Err(SlaError::Query {
+            sla: String::new(),
+            source: ConnectionError::Timeout {
+                query: format!("INSERT INTO {table}"),
+                timeout,
+            },
+        }),
     }
 }
 
@@ -514,6 +603,53 @@ mod tests {
             ]
         );
         assert_eq!(display_address("::ffff:10.0.0.5"), "10.0.0.5");
+    }
+
+    #[test]
+    fn context_from_the_egress_model_keeps_paths_with_a_capacity() {
+        #[derive(serde::Deserialize)]
+        struct File {
+            model: crate::model::ModelConfig,
+            exporters: Vec<crate::model::ExporterConfig>,
+        }
+        let file: File = toml::from_str(
+            r#"
+            [model]
+            internal_prefixes = ["10.0.0.0/8"]
+            [[exporters]]
+            address = "192.0.2.1"
+            name = "edge1"
+            [[exporters.interfaces]]
+            if_index = 1
+            name = "et-0/0/1"
+            role = "external"
+            kind = "transit"
+            provider = "Transit A"
+            capacity_bps = 10_000_000_000
+            [[exporters.interfaces]]
+            if_index = 2
+            name = "et-0/0/2"
+            role = "external"
+            kind = "peering"
+            [[exporters]]
+            address = "192.0.2.2"
+            "#,
+        )
+        .unwrap();
+        let model = EgressModel::from_parts(&file.model, &file.exporters, Vec::new());
+        let ctx = EvalContext::from_model(60, "egress", &model, Duration::from_secs(5));
+        assert_eq!(
+            ctx.paths,
+            [PathCapacity {
+                label: "edge1 / et-0/0/1 (Transit A)".into(),
+                exporter: IpAddr::from([192, 0, 2, 1]),
+                exporter_name: "edge1".into(),
+                if_index: 1,
+                capacity_bps: 10_000_000_000,
+            }]
+        );
+        let names: Vec<&str> = ctx.exporters.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["edge1", "192.0.2.2"]);
     }
 
     #[test]
