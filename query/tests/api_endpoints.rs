@@ -101,6 +101,7 @@ fn model_paths() -> Vec<PathInfo> {
         label: label.into(),
         exporter_address: IpAddr::from(exporter),
         exporter_name: name.into(),
+        site: "fra1".into(),
         if_index,
         if_name: if_name.into(),
         provider: provider.into(),
@@ -756,7 +757,11 @@ async fn alerts_and_silences_through_the_view() {
     let mut from_now = silence.clone();
     from_now.as_object_mut().unwrap().remove("starts_at");
     let (status, body) = send(router, post(from_now.to_string())).await;
-    assert_eq!((status, body["id"].clone()), (StatusCode::CREATED, json!("s2")), "{body}");
+    assert_eq!(
+        (status, body["id"].clone()),
+        (StatusCode::CREATED, json!("s2")),
+        "{body}"
+    );
 }
 
 #[tokio::test]
@@ -914,6 +919,37 @@ async fn a_request_that_takes_too_long_is_answered_504_in_json() {
     assert_eq!(body["error"], "request took longer than 10 seconds");
     assert!(started.elapsed() >= api::REQUEST_TIMEOUT);
     drop(listener);
+}
+
+#[test]
+fn the_models_egress_paths_become_path_infos() {
+    #[derive(serde::Deserialize)]
+    struct File {
+        exporters: Vec<egress_query::model::ExporterConfig>,
+    }
+    let file: File = toml::from_str(
+        r#"
+        [[exporters]]
+        address = "192.0.2.1"
+        name = "edge1"
+        site = "fra1"
+        [[exporters.interfaces]]
+        if_index = 1
+        name = "et-0/0/1"
+        role = "external"
+        kind = "transit"
+        provider = "Transit A"
+        capacity_bps = 10_000_000
+        [[exporters.interfaces]]
+        if_index = 7
+        name = "ae0"
+        role = "internal"
+        "#,
+    )
+    .unwrap();
+    let model = egress_query::model::EgressModel::build(&Default::default(), &file.exporters).unwrap();
+    let paths: Vec<PathInfo> = model.paths().iter().map(PathInfo::from).collect();
+    assert_eq!(paths, model_paths()[..1]);
 }
 
 #[tokio::test]

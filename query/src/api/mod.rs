@@ -65,6 +65,8 @@ pub struct PathInfo {
     pub exporter_address: std::net::IpAddr,
     /// The exporter's name from the model ('' when unnamed).
     pub exporter_name: String,
+    /// The exporter's site from the model ('' when not configured).
+    pub site: String,
     /// SNMP ifIndex of the outgoing interface (`flows.out_if`).
     pub if_index: u32,
     /// Interface name from the model ('' when unnamed).
@@ -75,6 +77,22 @@ pub struct PathInfo {
     pub kind: String,
     /// Capacity in bit/s; `None` when unknown (utilisation is then not reported).
     pub capacity_bps: Option<u64>,
+}
+
+impl From<&crate::model::EgressPath> for PathInfo {
+    fn from(path: &crate::model::EgressPath) -> Self {
+        Self {
+            label: path.label.clone(),
+            exporter_address: path.exporter_address,
+            exporter_name: path.exporter_name.clone(),
+            site: path.site.clone(),
+            if_index: path.if_index,
+            if_name: path.if_name.clone(),
+            provider: path.provider.clone(),
+            kind: path.kind.to_owned(),
+            capacity_bps: path.capacity_bps,
+        }
+    }
 }
 
 /// Errors building the API state.
