@@ -13,6 +13,8 @@ use egress_collector::config::Config;
 use egress_collector::decode::DecoderConfig;
 use egress_collector::simulate::{self, SimulateConfig};
 
+mod monitor;
+
 /// Egress: flow telemetry collector and egress-path SLA monitor.
 #[derive(Debug, Parser)]
 #[command(name = "egress", version, about)]
@@ -30,12 +32,14 @@ enum Command {
     Collector(ServiceArgs),
     /// Decode pcap/pcapng captures of export datagrams and print the records.
     Decode(DecodeArgs),
+    /// Evaluate the SLAs, send alerts, and serve the query API.
+    Monitor(ServiceArgs),
     /// Create or upgrade the ClickHouse schema.
     Migrate(MigrateArgs),
     /// Virtual edge routers that export flows to a collector.
     Simulate(SimulateArgs),
-    /// Everything the local system needs in one process: the collector and, optionally,
-    /// simulated exporters feeding it.
+    /// Everything the local system needs in one process: the collector, the monitor and,
+    /// optionally, simulated exporters feeding them.
     Run(RunArgs),
 }
 
@@ -209,6 +213,10 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Decode(args) => decode(args),
         Command::Collector(args) => runtime.block_on(collector(args)),
+        Command::Monitor(args) => runtime.block_on(async move {
+            let config = args.config.load()?;
+            monitor::run(config, shutdown_on_signal()).await
+        }),
         Command::Migrate(args) => runtime.block_on(migrate(args)),
         Command::Simulate(args) => runtime.block_on(simulate_only(args)),
         Command::Run(args) => runtime.block_on(run(args)),
@@ -273,7 +281,9 @@ async fn simulate_only(args: SimulateArgs) -> anyhow::Result<()> {
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     let config = args.config.load()?;
     let shutdown = shutdown_on_signal();
-    let running = egress_collector::pipeline::start(config, shutdown.clone()).await?;
+    let running = egress_collector::pipeline::start(config.clone(), shutdown.clone()).await?;
+    let monitor = monitor::start(config, shutdown.clone()).await?;
+    info!(address = %monitor.api_address, "query API at http://{}/api/v1/paths", monitor.api_address);
     let target = *running.listening.first().context("no listen address")?;
     let target = if target.ip().is_unspecified() {
         SocketAddr::from(([127, 0, 0, 1], target.port()))
@@ -309,6 +319,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         info!(%address, "metrics at http://{address}/metrics");
     }
     running.wait().await;
+    monitor.wait().await;
     for simulator in simulators {
         match simulator.await {
             Ok(Ok(report)) => info!(

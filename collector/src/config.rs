@@ -40,7 +40,7 @@ pub enum ConfigError {
 pub type Result<T> = std::result::Result<T, ConfigError>;
 
 /// The whole configuration of the `egress` binary.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// UDP ingest: listeners, receive workers, metrics endpoint.
@@ -58,6 +58,12 @@ pub struct Config {
     /// Per-exporter settings (name, site, sampling, interfaces), matched on the datagram's
     /// source address.
     pub exporters: Vec<ExporterConfig>,
+    /// The monitor: evaluation interval, query API address, alert state file.
+    pub monitor: egress_query::sla::MonitorConfig,
+    /// The SLAs the monitor evaluates on the egress paths.
+    pub slas: Vec<egress_query::sla::SlaConfig>,
+    /// Where alerts go (webhooks, Alertmanager, Slack, PagerDuty) and how often they repeat.
+    pub alerting: egress_alerts::config::AlertingConfig,
 }
 
 /// Where the collector stores what it decodes.
@@ -268,6 +274,16 @@ impl Config {
             problems.push("decoder.max_templates_per_exporter: must be at least 1".to_owned());
         }
         problems.extend(egress_query::model::problems(&self.model, &self.exporters));
+        problems.extend(
+            self.monitor
+                .problems()
+                .into_iter()
+                .map(|p| format!("monitor.{p}")),
+        );
+        problems.extend(egress_query::sla::validate(&self.slas));
+        if let Err(egress_alerts::config::Error::Invalid(alerting)) = self.alerting.validate() {
+            problems.extend(alerting);
+        }
         problems.extend(
             self.clickhouse
                 .problems()

@@ -551,6 +551,8 @@ pub fn ddl(version: &ServerVersion, config: &ClickHouseConfig) -> Vec<Migration>
             statements,
         });
     }
+    // Rollups are numbered from 100, so the two lists never collide.
+    migrations.extend(crate::rollups::rollup_migrations(version, config));
     migrations
 }
 
@@ -667,38 +669,44 @@ async fn reconcile_ttl(
     config: &ClickHouseConfig,
 ) -> Result<Vec<String>> {
     let mut changed = Vec::new();
-    for table in tables() {
+    // (table, time column, days): the schema tables follow `retention_days`, the rollups keep
+    // longer (see `crate::rollups::ttl_tables`).
+    let mut wanted_ttls: Vec<(String, String, u32)> = tables()
+        .iter()
+        .map(|t| (t.name.to_owned(), t.time_column.to_owned(), config.retention_days))
+        .collect();
+    wanted_ttls.extend(
+        crate::rollups::ttl_tables(config.retention_days)
+            .into_iter()
+            .map(|(table, column, days)| (table.to_owned(), column.to_owned(), days)),
+    );
+    for (table, time_column, days) in wanted_ttls {
         let sql = format!(
             "SELECT engine_full FROM system.tables WHERE database = '{}' AND name = '{}'",
-            config.database, table.name
+            config.database, table
         );
         let engine_full: String =
             connection::run(config.query_timeout(), &sql, client.query_raw(&sql).fetch_one()).await?;
         // The server prints `INTERVAL n DAY` back as `toIntervalDay(n)`.
-        let wanted = (config.retention_days > 0).then(|| {
-            format!(
-                "TTL {} + toIntervalDay({})",
-                table.time_column, config.retention_days
-            )
-        });
+        let wanted = (days > 0).then(|| format!("TTL {time_column} + toIntervalDay({days})"));
         let current_matches = match &wanted {
             Some(ttl) => engine_full.contains(ttl.as_str()),
             None => !engine_full.contains(" TTL "),
         };
-        if current_matches {
+        if current_matches || !version.has_ttl() {
             continue;
         }
-        let alter = match table.ttl(version, config.retention_days) {
-            Some(ttl) => format!("ALTER TABLE {}.{} MODIFY TTL {ttl}", config.database, table.name),
-            None => format!("ALTER TABLE {}.{} REMOVE TTL", config.database, table.name),
+        let alter = if days > 0 {
+            format!(
+                "ALTER TABLE {}.{table} MODIFY TTL {time_column} + INTERVAL {days} DAY",
+                config.database
+            )
+        } else {
+            format!("ALTER TABLE {}.{table} REMOVE TTL", config.database)
         };
         connection::run(config.query_timeout(), &alter, client.query_raw(&alter).execute()).await?;
-        tracing::info!(
-            table = table.name,
-            retention_days = config.retention_days,
-            "changed table TTL"
-        );
-        changed.push(table.name.to_owned());
+        tracing::info!(table = %table, retention_days = days, "changed table TTL");
+        changed.push(table);
     }
     Ok(changed)
 }
@@ -752,7 +760,7 @@ mod tests {
     fn migrations_are_numbered_in_order_and_named() {
         let migrations = ddl(&CURRENT, &config_with(30));
         let versions: Vec<u32> = migrations.iter().map(|m| m.version).collect();
-        assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7]);
+        assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7, 100, 101, 102]);
         assert_eq!(migrations[1].name, "create_flows");
         assert_eq!(migrations[3].name, "create_interface_counters");
         assert_eq!(migrations[4].name, "add_flow_classification");

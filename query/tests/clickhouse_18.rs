@@ -203,7 +203,10 @@ async fn migrations_apply_once_and_tables_match_the_row_structs() {
             "004_create_interface_counters",
             "005_add_flow_classification",
             "006_create_sla_results",
-            "007_create_alert_deliveries"
+            "007_create_alert_deliveries",
+            "100_create_rollups_path",
+            "101_create_rollups_src_host",
+            "102_create_rollups_dst_as"
         ]
     );
     assert!(first.present.is_empty());
@@ -213,12 +216,12 @@ async fn migrations_apply_once_and_tables_match_the_row_structs() {
         "second run applied {:?}",
         second.applied
     );
-    assert_eq!(second.present.len(), 7);
+    assert_eq!(second.present.len(), 10);
     assert_eq!(
         server
             .query_scalar("SELECT count() FROM egress.schema_migrations")
             .unwrap(),
-        "7"
+        "10"
     );
 
     // Columns: the row structs' fields in order, the DDL's types and comments. (18.16's
@@ -367,7 +370,10 @@ async fn classification_columns_are_added_to_an_older_flows_table() {
         [
             "005_add_flow_classification",
             "006_create_sla_results",
-            "007_create_alert_deliveries"
+            "007_create_alert_deliveries",
+            "100_create_rollups_path",
+            "101_create_rollups_src_host",
+            "102_create_rollups_dst_as"
         ]
     );
     let columns: Vec<SystemColumn> = client

@@ -18,3 +18,6 @@ if ! "$venv/bin/python" -c 'import chdb' 2>/dev/null; then
 fi
 "$venv/bin/python" "$repo/tests/chdb/check_schema.py" "$ddl_dir" "$repo/docs/schema.md"
 EGRESS_DDL_DIR=$ddl_dir cargo test --quiet --manifest-path "$repo/Cargo.toml" -p egress-query --test rollups dump_rollup_ddl >/dev/null && "$venv/bin/python" "$repo/tests/chdb/check_rollups.py" "$ddl_dir" "$repo/docs/schema.md"
+EGRESS_DDL_DIR=$ddl_dir cargo test --quiet --manifest-path "$repo/Cargo.toml" -p egress-query \
+    --test sla_18 dump_sla_sql >/dev/null
+"$venv/bin/python" "$repo/tests/chdb/check_sla_sql.py" "$ddl_dir"
