@@ -1,0 +1,332 @@
+//! The monitor end to end: a traffic pcap in which one internal host uploads far above its
+//! limit to one external address goes through softflowd (1-in-10 sampled IPFIX) into
+//! `egress run` (collector + monitor), which stores it in a real ClickHouse server; the
+//! exfiltration SLA fires one signed webhook naming the host, the scaled volume and the
+//! destination; an SLA that allow-lists that destination raises nothing; restarting Egress
+//! while the alert fires sends no duplicate; the resolution arrives after the upload stops.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::http::HeaderMap;
+use axum::routing::post;
+use egress_testkit::clickhouse::ClickHouseServer;
+use egress_testkit::exporters::{free_tcp_port, free_udp_port, NetflowVersion, Softflowd};
+use egress_testkit::traffic::{write_pcap, Exfiltration, TrafficSpec};
+
+const SECRET: &str = "e2e-webhook-secret";
+
+/// Every request the webhook receiver got: the signature header and the JSON body.
+type Received = Arc<Mutex<Vec<(String, Bytes)>>>;
+
+async fn start_receiver() -> (SocketAddr, Received) {
+    let received: Received = Arc::default();
+    let store = received.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        post(move |headers: HeaderMap, body: Bytes| {
+            let store = store.clone();
+            async move {
+                let signature = headers
+                    .get("x-egress-signature")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned();
+                store.lock().expect("receiver lock").push((signature, body));
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("receiver port");
+    let address = listener.local_addr().expect("receiver address");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (address, received)
+}
+
+/// `egress run` as a child process, stopped with SIGTERM on drop.
+struct Egress(Child);
+
+impl Egress {
+    fn start(config: &Path, log: &Path) -> Self {
+        let log = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_egress"))
+            .args(["run", "--config"])
+            .arg(config)
+            .env("EGRESS_TEST_WEBHOOK_SECRET", SECRET)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("egress starts");
+        Egress(child)
+    }
+
+    fn stop(&mut self) {
+        if let Ok(Some(_)) = self.0.try_wait() {
+            return;
+        }
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.0.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Egress {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The webhook payloads received so far for `alertname`, as (status, payload).
+fn payloads(received: &Received, alertname: &str) -> Vec<(String, serde_json::Value)> {
+    received
+        .lock()
+        .expect("receiver lock")
+        .iter()
+        .filter_map(|(_, body)| serde_json::from_slice::<serde_json::Value>(body).ok())
+        .filter(|p| {
+            p["commonLabels"]["alertname"] == alertname || p["alerts"][0]["labels"]["alertname"] == alertname
+        })
+        .map(|p| (p["status"].as_str().unwrap_or_default().to_owned(), p))
+        .collect()
+}
+
+async fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exfiltration_fires_once_survives_a_restart_and_resolves() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clickhouse = ClickHouseServer::start().expect("ClickHouse");
+    let (receiver, received) = start_receiver().await;
+    let udp = SocketAddr::from(([127, 0, 0, 1], free_udp_port().expect("udp port")));
+    let api = SocketAddr::from(([127, 0, 0, 1], free_tcp_port().expect("api port")));
+    let metrics = SocketAddr::from(([127, 0, 0, 1], free_tcp_port().expect("metrics port")));
+    let config = dir.path().join("egress.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[collector]
+listen = ["{udp}"]
+metrics_listen = "{metrics}"
+stats_interval_seconds = 1
+
+[batch]
+max_age_ms = 200
+
+[clickhouse]
+url = "{url}"
+database = "monitor_e2e"
+
+[model]
+internal_prefixes = ["10.0.0.0/8"]
+
+[monitor]
+evaluation_interval_seconds = 2
+listen = "{api}"
+alert_state_path = "{state}"
+
+[[slas]]
+name = "exfiltration"
+kind = "exfiltration"
+window_seconds = 30
+for_seconds = 0
+severity = "critical"
+[slas.exfiltration]
+limit_bytes = 5000000
+min_samples = 1
+
+[[slas]]
+name = "exfiltration-allowed"
+kind = "exfiltration"
+window_seconds = 30
+for_seconds = 0
+severity = "warning"
+[slas.exfiltration]
+limit_bytes = 5000000
+min_samples = 1
+allow = {{ cidrs = ["203.0.113.0/24"] }}
+
+[alerting]
+resend_interval_seconds = 3600
+
+[[alerting.receivers]]
+name = "oncall"
+kind = "webhook"
+url = "http://{receiver}/hook"
+secret_env = "EGRESS_TEST_WEBHOOK_SECRET"
+"#,
+            url = clickhouse.http_url(),
+            state = dir.path().join("alerts.json").display(),
+        ),
+    )
+    .expect("config");
+    let log = dir.path().join("egress.log");
+    let mut egress = Egress::start(&config, &log);
+    let http = reqwest::Client::new();
+    wait_until("the API to be ready", Duration::from_secs(60), || {
+        std::net::TcpStream::connect(api).is_ok()
+    })
+    .await;
+
+    // 20 MiB from 10.66.6.6 to 203.0.113.66, sampled 1 in 10 by softflowd (IPFIX).
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock");
+    let scenario = Exfiltration::default();
+    let pcap = dir.path().join("exfiltration.pcap");
+    let totals = write_pcap(
+        &pcap,
+        &TrafficSpec::exfiltration(Duration::from_secs(now.as_secs()), &scenario),
+    )
+    .expect("pcap");
+    let softflowd = Softflowd {
+        version: NetflowVersion::Ipfix,
+        sampling_rate: Some(10),
+    };
+    softflowd.replay(&pcap, udp).expect("softflowd replay");
+    let upload_bytes: u64 = totals
+        .per_flow
+        .iter()
+        .filter(|f| f.src == scenario.source)
+        .map(|f| f.bytes)
+        .sum();
+
+    wait_until("the firing webhook", Duration::from_secs(60), || {
+        payloads(&received, "exfiltration")
+            .iter()
+            .any(|(s, _)| s == "firing")
+    })
+    .await;
+    let (_, firing) = payloads(&received, "exfiltration")
+        .into_iter()
+        .find(|(s, _)| s == "firing")
+        .expect("firing");
+    let alert = &firing["alerts"][0];
+    let text = alert.to_string();
+    assert!(text.contains("10.66.6.6"), "the alert names the host: {text}");
+    assert!(
+        text.contains("203.0.113.66"),
+        "the alert names the destination: {text}"
+    );
+    eprintln!("firing alert: {text}\nupload on the wire: {upload_bytes} bytes");
+    assert!(
+        text.contains("GB") || text.contains("MB"),
+        "the alert gives the scaled volume in human units: {text}"
+    );
+    // The signature verifies with the shared secret and fails with another.
+    {
+        let requests = received.lock().expect("lock");
+        let (signature, body) = requests.first().expect("a request");
+        assert!(egress_alerts::notify::verify_signature(
+            SECRET.as_bytes(),
+            body,
+            signature
+        ));
+        assert!(!egress_alerts::notify::verify_signature(
+            b"another secret",
+            body,
+            signature
+        ));
+    }
+    // The scaled volume stored is the upload's wire volume within sampling error.
+    let stored: f64 = clickhouse
+        .query_scalar(
+            "SELECT sum(bytes * sampling_rate) FROM monitor_e2e.flows \
+             WHERE IPv6NumToString(src_addr) = '::ffff:10.66.6.6'",
+        )
+        .expect("stored volume")
+        .trim()
+        .parse()
+        .expect("number");
+    let ratio = stored / upload_bytes as f64;
+    assert!(
+        (0.8..1.2).contains(&ratio),
+        "scaled {stored} vs wire {upload_bytes}"
+    );
+
+    // Restart while firing: no second firing notification.
+    egress.stop();
+    let firing_before = payloads(&received, "exfiltration")
+        .iter()
+        .filter(|(s, _)| s == "firing")
+        .count();
+    let mut egress = Egress::start(&config, &log);
+    wait_until("the restarted API", Duration::from_secs(60), || {
+        std::net::TcpStream::connect(api).is_ok()
+    })
+    .await;
+    let alerts: serde_json::Value = http
+        .get(format!("http://{api}/api/v1/alerts"))
+        .send()
+        .await
+        .expect("alerts API")
+        .json()
+        .await
+        .expect("JSON");
+    assert!(
+        alerts.to_string().contains("10.66.6.6"),
+        "the API lists the firing alert: {alerts}"
+    );
+
+    wait_until("the resolved webhook", Duration::from_secs(90), || {
+        payloads(&received, "exfiltration")
+            .iter()
+            .any(|(s, _)| s == "resolved")
+    })
+    .await;
+    let firing_after = payloads(&received, "exfiltration")
+        .iter()
+        .filter(|(s, _)| s == "firing")
+        .count();
+    assert_eq!(firing_before, 1, "one firing notification before the restart");
+    assert_eq!(
+        firing_after, 1,
+        "no duplicate firing notification after the restart"
+    );
+    assert!(
+        payloads(&received, "exfiltration-allowed").is_empty(),
+        "the allow-listed destination raised nothing"
+    );
+    egress.stop();
+    let delivered = clickhouse
+        .query_scalar("SELECT count() FROM monitor_e2e.alert_deliveries WHERE outcome = 'delivered'")
+        .expect("deliveries");
+    assert!(
+        delivered.trim().parse::<u64>().unwrap_or(0) >= 2,
+        "deliveries logged: {delivered}"
+    );
+    let results = clickhouse
+        .query_scalar(
+            "SELECT count() FROM monitor_e2e.sla_results WHERE sla = 'exfiltration' AND verdict = 'breach'",
+        )
+        .expect("sla_results");
+    assert!(
+        results.trim().parse::<u64>().unwrap_or(0) >= 1,
+        "breaches recorded in sla_results"
+    );
+}
