@@ -330,3 +330,193 @@ secret_env = "EGRESS_TEST_WEBHOOK_SECRET"
         "breaches recorded in sla_results"
     );
 }
+
+/// Simulated IPFIX router `edge1` (127.0.0.80) with two transit paths: heavy traffic pushes
+/// `et-0/0/1` (100 Mbit/s) above its 80 % utilisation limit and the alert fires; light traffic
+/// brings it below and it resolves. Then the exporter stops: its health alert fires, and the
+/// silent path is "no data", never a new throughput alert.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throughput_fires_and_resolves_and_a_silent_exporter_is_a_health_alert() {
+    use egress_collector::simulate::{self, CancellationToken, Protocol, SimulateConfig};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clickhouse = ClickHouseServer::start().expect("ClickHouse");
+    let (receiver, received) = start_receiver().await;
+    let udp = SocketAddr::from(([127, 0, 0, 1], free_udp_port().expect("udp port")));
+    let api = SocketAddr::from(([127, 0, 0, 1], free_tcp_port().expect("api port")));
+    let metrics = SocketAddr::from(([127, 0, 0, 1], free_tcp_port().expect("metrics port")));
+    let config = dir.path().join("egress.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[collector]
+listen = ["{udp}"]
+metrics_listen = "{metrics}"
+stats_interval_seconds = 1
+
+[batch]
+max_age_ms = 200
+
+[clickhouse]
+url = "{url}"
+database = "throughput_e2e"
+
+[model]
+internal_prefixes = ["10.0.0.0/8", "fd00::/8"]
+
+[[exporters]]
+address = "127.0.0.80"
+name = "edge1"
+[[exporters.interfaces]]
+if_index = 1
+name = "et-0/0/1"
+role = "external"
+kind = "transit"
+provider = "Transit A"
+capacity_bps = 100_000_000
+[[exporters.interfaces]]
+if_index = 2
+name = "et-0/0/2"
+role = "external"
+kind = "transit"
+provider = "Transit B"
+capacity_bps = 100_000_000_000
+[[exporters.interfaces]]
+if_index = 10
+name = "ae0"
+role = "internal"
+[[exporters.interfaces]]
+if_index = 11
+name = "ae1"
+role = "internal"
+
+[monitor]
+evaluation_interval_seconds = 2
+listen = "{api}"
+alert_state_path = "{state}"
+
+[[slas]]
+name = "transit-utilisation"
+kind = "throughput"
+window_seconds = 10
+for_seconds = 0
+severity = "critical"
+[slas.throughput]
+max_utilisation = 0.8
+min_samples = 1
+
+[[slas]]
+name = "exporter-health"
+kind = "exporter_health"
+window_seconds = 30
+for_seconds = 0
+severity = "critical"
+[slas.exporter_health]
+silent_seconds = 10
+max_loss_ratio = 0.5
+min_samples = 1000000
+
+[alerting]
+resend_interval_seconds = 3600
+
+[[alerting.receivers]]
+name = "oncall"
+kind = "webhook"
+url = "http://{receiver}/hook"
+secret_env = "EGRESS_TEST_WEBHOOK_SECRET"
+"#,
+            url = clickhouse.http_url(),
+            state = dir.path().join("alerts.json").display(),
+        ),
+    )
+    .expect("config");
+    let log = dir.path().join("egress.log");
+    let mut egress = Egress::start(&config, &log);
+    wait_until("the API to be ready", Duration::from_secs(60), || {
+        std::net::TcpStream::connect(api).is_ok()
+    })
+    .await;
+    let router = |rate: u64, seed: u64| SimulateConfig {
+        target: udp,
+        protocol: Protocol::Ipfix,
+        records_per_second: rate,
+        exporters: 1,
+        duration: None,
+        sampling_rate: Some(100),
+        bind_base: Some([127, 0, 0, 80].into()),
+        seed,
+        ..SimulateConfig::default()
+    };
+    let firing = |alertname: &str, subject: &str| {
+        payloads(&received, alertname)
+            .iter()
+            .filter(|(s, p)| s == "firing" && p.to_string().contains(subject))
+            .count()
+    };
+    let resolved = |alertname: &str, subject: &str| {
+        payloads(&received, alertname)
+            .iter()
+            .filter(|(s, p)| s == "resolved" && p.to_string().contains(subject))
+            .count()
+    };
+    let path = "edge1 / et-0/0/1 (Transit A)";
+
+    // Heavy: about 2000 records/s of 1-in-100 sampled traffic, Gbit/s on each transit path.
+    let heavy_stop = CancellationToken::new();
+    let heavy = tokio::spawn(simulate::run(router(2000, 1), heavy_stop.clone()));
+    wait_until("the throughput alert", Duration::from_secs(60), || {
+        firing("transit-utilisation", path) == 1
+    })
+    .await;
+    heavy_stop.cancel();
+    heavy.await.expect("task").expect("heavy traffic");
+    assert_eq!(
+        firing("transit-utilisation", "Transit B"),
+        0,
+        "the 100 Gbit/s path stays below its limit"
+    );
+
+    // Light: 2 records/s keeps the exporter alive, far below the limit: the alert resolves.
+    let light_stop = CancellationToken::new();
+    let light = tokio::spawn(simulate::run(router(2, 2), light_stop.clone()));
+    wait_until("the throughput resolution", Duration::from_secs(60), || {
+        resolved("transit-utilisation", path) == 1
+    })
+    .await;
+    // A configured exporter that never sent anything is silent: its health alert may have fired
+    // before the traffic started; while it sends, that alert is resolved.
+    wait_until(
+        "no active health alert while the exporter sends",
+        Duration::from_secs(30),
+        || firing("exporter-health", "edge1") == resolved("exporter-health", "edge1"),
+    )
+    .await;
+    let health_before = firing("exporter-health", "edge1");
+
+    // Silent: the exporter stops. Its health alert fires; the path is no data, not a breach.
+    light_stop.cancel();
+    light.await.expect("task").expect("light traffic");
+    wait_until("the exporter health alert", Duration::from_secs(120), || {
+        firing("exporter-health", "edge1") == health_before + 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(
+        firing("transit-utilisation", path),
+        1,
+        "a silent exporter is not read as a throughput breach"
+    );
+    let verdicts = clickhouse
+        .query_scalar(
+            "SELECT verdict FROM throughput_e2e.sla_results WHERE sla = 'transit-utilisation' \
+             AND subject = 'edge1 / et-0/0/1 (Transit A)' ORDER BY time DESC LIMIT 1 FORMAT TSV",
+        )
+        .expect("latest verdict");
+    assert_eq!(
+        verdicts.trim(),
+        "no_data",
+        "the silent exporter's path has no data"
+    );
+    egress.stop();
+}
