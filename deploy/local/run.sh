@@ -38,7 +38,7 @@ deploy/local/clickhouse.sh start "$state/clickhouse" "$ch_http" "$ch_tcp"
 echo "== creating the schema"
 "$egress" migrate --config deploy/local/egress.toml
 
-echo "== starting the collector and simulated edge routers (log: .local/egress.log)"
+echo "== starting the collector, the monitor and simulated edge routers (log: .local/egress.log)"
 nohup "$egress" run --config deploy/local/egress.toml \
   --simulate netflow9=2000 --simulate ipfix=2000 --simulate netflow5=1000 --simulate sflow5=500 \
   >"$state/egress.log" 2>&1 &
@@ -58,6 +58,9 @@ query "SELECT flow_type, count() AS records, sum(bytes * sampling_rate) AS scale
 cat <<MSG
 
 Egress is running.
+  egress paths: curl -s http://127.0.0.1:9478/api/v1/paths
+  SLA verdicts: curl -s http://127.0.0.1:9478/api/v1/slas
+  alerts:       curl -s http://127.0.0.1:9478/api/v1/alerts
   metrics:     curl -s http://127.0.0.1:9477/metrics | grep ^egress_
   flows:       clickhouse-client --port $ch_tcp -q "SELECT * FROM egress.flows LIMIT 10 FORMAT Vertical"
   HTTP SQL:    curl http://127.0.0.1:$ch_http/ --data-binary "SELECT count() FROM egress.flows"
