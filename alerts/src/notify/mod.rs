@@ -286,6 +286,15 @@ impl Notifier {
             let chosen = self.route(notification);
             if chosen.is_empty() {
                 report.unrouted += 1;
+                if self.receivers.is_empty() {
+                    // No receiver configured at all: the alert is still in the API and state.
+                    tracing::info!(
+                        alertname = notification.alertname(),
+                        status = notification.status.as_str(),
+                        "alert not sent: no receivers are configured"
+                    );
+                    continue;
+                }
                 tracing::warn!(alertname = notification.alertname(), fingerprint = %notification.fingerprint, "no route matches the alert: not delivered");
             }
             for index in chosen {
