@@ -133,6 +133,10 @@ pub struct InterfaceConfig {
     /// Capacity in bit/s (e.g. `10_000_000_000`); utilisation SLAs need it.
     #[serde(default)]
     pub capacity_bps: Option<u64>,
+    /// Committed rate in bit/s of a burstable contract, compared with the month's 95th
+    /// percentile (`GET /api/v1/paths/p95`).
+    #[serde(default)]
+    pub committed_bps: Option<u64>,
     /// Free text for people; not stored with flows.
     #[serde(default)]
     pub description: Option<String>,
@@ -239,6 +243,9 @@ pub fn problems(model: &ModelConfig, exporters: &[ExporterConfig]) -> Vec<String
             }
             if interface.role == Role::Internal && interface.kind.is_some() {
                 problems.push(format!("{key}.kind: only external interfaces have a kind"));
+            }
+            if interface.committed_bps == Some(0) {
+                problems.push(format!("{key}.committed_bps: must be above 0 (or left out)"));
             }
             if interface.capacity_bps == Some(0) {
                 problems.push(format!("{key}.capacity_bps: must be above 0 (or left out)"));
@@ -452,6 +459,7 @@ pub struct InterfaceModel {
     /// The configured provider, or empty.
     pub provider: String,
     pub capacity_bps: Option<u64>,
+    pub committed_bps: Option<u64>,
     /// The egress path label; empty for internal interfaces.
     pub path_label: String,
 }
@@ -507,6 +515,8 @@ pub struct EgressPath {
     pub kind: &'static str,
     /// Capacity in bit/s, when configured.
     pub capacity_bps: Option<u64>,
+    /// Committed (burstable billing) rate in bit/s, when configured.
+    pub committed_bps: Option<u64>,
 }
 
 /// The compiled egress model: internal prefixes, cloud ranges, exporters and interfaces.
@@ -608,6 +618,7 @@ impl EgressModel {
                         provider: interface.provider.clone(),
                         kind: interface.kind.as_str(),
                         capacity_bps: interface.capacity_bps,
+                        committed_bps: interface.committed_bps,
                     })
             })
             .collect()
@@ -638,6 +649,7 @@ fn compile_exporter(config: &ExporterConfig) -> ExporterModel {
                 },
                 provider: interface.provider.clone().unwrap_or_default(),
                 capacity_bps: interface.capacity_bps,
+                committed_bps: interface.committed_bps,
                 path_label,
             }
         })

@@ -107,6 +107,7 @@ fn model_paths() -> Vec<PathInfo> {
         provider: provider.into(),
         kind: kind.into(),
         capacity_bps,
+        committed_bps: (label == P1).then_some(5_000_000),
     };
     vec![
         path(
@@ -411,6 +412,45 @@ async fn paths_report_throughput_utilisation_and_silent_exporters() {
     bad(&fixture.router, "/api/v1/paths?window=abc", "window").await;
     bad(&fixture.router, "/api/v1/paths?windw=300", "windw").await;
     bad(&fixture.router, "/api/v1/paths?window=300&window=600", "window").await;
+}
+
+#[tokio::test]
+async fn p95_report_per_path_over_the_month() {
+    let fixture = fixture().await;
+    let (status, body) = get(&fixture.router, "/api/v1/paths/p95").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let paths = body["paths"].as_array().unwrap();
+    // P1 and P2 have a capacity; P3 has none and is not reported.
+    assert_eq!(paths.len(), 2, "{body}");
+    let p1 = &paths[0];
+    assert_eq!(p1["path"], P1);
+    assert_eq!(p1["committed_bps"], 5_000_000);
+    assert_eq!(p1["capacity_bps"], 10_000_000);
+    assert!(p1["buckets_with_data"].as_u64().unwrap() >= 1, "{p1}");
+    assert!(p1["buckets"].as_u64().unwrap() >= p1["buckets_with_data"].as_u64().unwrap());
+    // The busiest 5 minutes hold at least the last 5 minutes' 170 300 scaled bytes of P1
+    // (split over at most two buckets).
+    assert!(
+        p1["max_bps"].as_f64().unwrap() >= 170_300.0 * 8.0 / 300.0 / 2.0,
+        "{p1}"
+    );
+    assert_eq!(p1["above_commit"], false, "{p1}");
+    assert_eq!(
+        paths[1]["buckets_with_data"], 0,
+        "nothing left through P2: {}",
+        paths[1]
+    );
+
+    let (status, body) = get(&fixture.router, "/api/v1/paths/p95?month=1999-12").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    bad(&fixture.router, "/api/v1/paths/p95?month=2026-13", "month").await;
+    bad(&fixture.router, "/api/v1/paths/p95?month=2026-1", "month").await;
+    bad(
+        &fixture.router,
+        &format!("/api/v1/paths/p95?month={}", enc("2026-11' OR 1=1 --")),
+        "month",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -940,6 +980,7 @@ fn the_models_egress_paths_become_path_infos() {
         kind = "transit"
         provider = "Transit A"
         capacity_bps = 10_000_000
+        committed_bps = 5_000_000
         [[exporters.interfaces]]
         if_index = 7
         name = "ae0"

@@ -77,6 +77,8 @@ pub struct PathInfo {
     pub kind: String,
     /// Capacity in bit/s; `None` when unknown (utilisation is then not reported).
     pub capacity_bps: Option<u64>,
+    /// Committed rate in bit/s of a burstable contract; `None` when not configured.
+    pub committed_bps: Option<u64>,
 }
 
 impl From<&crate::model::EgressPath> for PathInfo {
@@ -91,6 +93,7 @@ impl From<&crate::model::EgressPath> for PathInfo {
             provider: path.provider.clone(),
             kind: path.kind.to_owned(),
             capacity_bps: path.capacity_bps,
+            committed_bps: path.committed_bps,
         }
     }
 }
@@ -225,6 +228,7 @@ fn endpoints() -> Vec<(Route, MethodRouter<ApiState>)> {
         endpoint(Verb::Get, "/metrics", health::metrics),
         endpoint(Verb::Get, "/openapi.json", openapi::serve),
         endpoint(Verb::Get, "/api/v1/paths", paths::paths),
+        endpoint(Verb::Get, "/api/v1/paths/p95", paths::p95),
         endpoint(Verb::Get, "/api/v1/top", top::top),
         endpoint(Verb::Get, "/api/v1/flows", flows::flows),
         endpoint(Verb::Get, "/api/v1/slas", slas::latest),

@@ -139,6 +139,10 @@ pub fn openapi_document() -> Value {
             "/api/v1/paths": { "get": operation(
                 "Every egress path with throughput, utilisation and status (ok, idle, no_data)",
                 vec![window(300, 86_400)], "200", "{\"paths\": [...]}") },
+            "/api/v1/paths/p95": { "get": operation(
+                "95th percentile of the 5-minute rates of every path with a capacity over a calendar month (empty 5-minute buckets count as 0, as in burstable billing), against its committed rate",
+                vec![query("month", "The month, `YYYY-MM`; default the current month (up to now).", json!({ "type": "string", "pattern": "^[0-9]{4}-[0-9]{2}$" }), false)],
+                "200", "{\"month\": \"2026-11\", \"paths\": [{\"path\", \"p95_bps\", \"max_bps\", \"committed_bps\", \"capacity_bps\", \"buckets\", \"buckets_with_data\", \"above_commit\"}]}") },
             "/api/v1/top": { "get": operation(
                 "Top keys by scaled bytes over a window",
                 vec![

@@ -157,3 +157,71 @@ pub(crate) async fn paths(
         "paths": entries,
     })))
 }
+
+/// `GET /api/v1/paths/p95?month=YYYY-MM`: the month's 95th percentile of 5-minute rates of
+/// every path with a capacity, from the per-minute path rollup (empty buckets count as 0), with
+/// its committed rate. The default month is the current one, up to now.
+pub(crate) async fn p95(
+    State(state): State<ApiState>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let params = Params::new(query, &["month"])?;
+    let now = now_seconds();
+    let (year, month) = match params.get("month") {
+        Some(text) => parse_month(text)?,
+        None => {
+            let today = chrono::DateTime::from_timestamp(i64::from(now), 0).unwrap_or_default();
+            (chrono::Datelike::year(&today), chrono::Datelike::month(&today))
+        }
+    };
+    let paths: Vec<crate::sla::PathCapacity> = state
+        .paths
+        .iter()
+        .filter_map(|p| {
+            Some(crate::sla::PathCapacity {
+                label: p.label.clone(),
+                exporter: p.exporter_address,
+                exporter_name: p.exporter_name.clone(),
+                if_index: p.if_index,
+                capacity_bps: p.capacity_bps.filter(|c| *c > 0)?,
+            })
+        })
+        .collect();
+    let committed: std::collections::BTreeMap<String, u64> = state
+        .paths
+        .iter()
+        .filter_map(|p| Some((p.label.clone(), p.committed_bps?)))
+        .collect();
+    let ctx = crate::sla::EvalContext {
+        now,
+        database: state.database.to_string(),
+        paths,
+        exporters: Vec::new(),
+        query_timeout: std::time::Duration::from_secs(10),
+    };
+    let figures = crate::sla::throughput::p95_report(&state.client, &ctx, year, month, &committed)
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "p95 report failed");
+            ApiError::Unavailable("the p95 report could not be computed; try again later".to_owned())
+        })?;
+    Ok(Json(serde_json::json!({
+        "month": format!("{year:04}-{month:02}"),
+        "paths": figures,
+    })))
+}
+
+/// `YYYY-MM` with a month from 01 to 12 and a year from 2000 to 2100.
+fn parse_month(text: &str) -> Result<(i32, u32), ApiError> {
+    let bad = || ApiError::BadRequest("parameter `month`: expected YYYY-MM, e.g. 2026-11".to_owned());
+    let (year, month) = text.split_once('-').ok_or_else(bad)?;
+    if year.len() != 4 || month.len() != 2 || !text.bytes().all(|b| b.is_ascii_digit() || b == b'-') {
+        return Err(bad());
+    }
+    let year: i32 = year.parse().map_err(|_| bad())?;
+    let month: u32 = month.parse().map_err(|_| bad())?;
+    if !(2000..=2100).contains(&year) || !(1..=12).contains(&month) {
+        return Err(bad());
+    }
+    Ok((year, month))
+}

@@ -217,7 +217,7 @@ pub(crate) fn summary(r: &SlaResult, sla: &SlaConfig) -> String {
 }
 
 /// The 95th percentile of a path's 5-minute rates over a period, against a committed rate.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct P95Figures {
     /// Path label.
     pub path: String,
