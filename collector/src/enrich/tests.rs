@@ -23,6 +23,7 @@ fn interface(
         kind,
         provider: provider.map(str::to_owned),
         capacity_bps: Some(10_000_000_000),
+        committed_bps: None,
         description: None,
     }
 }
