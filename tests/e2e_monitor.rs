@@ -119,18 +119,29 @@ async fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> boo
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn exfiltration_fires_once_survives_a_restart_and_resolves() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let clickhouse = ClickHouseServer::start().expect("ClickHouse");
-    let (receiver, received) = start_receiver().await;
-    let udp = SocketAddr::from(([127, 0, 0, 1], free_udp_port().expect("udp port")));
-    let api = SocketAddr::from(([127, 0, 0, 1], free_tcp_port().expect("api port")));
-    let metrics = SocketAddr::from(([127, 0, 0, 1], free_tcp_port().expect("metrics port")));
-    let config = dir.path().join("egress.toml");
-    std::fs::write(
-        &config,
-        format!(
+/// Everything a monitor test runs against: ClickHouse, the webhook receiver, and the
+/// configuration of `egress run` (collector, monitor and alerting sections in common, the
+/// model and SLAs per test).
+struct Rig {
+    dir: tempfile::TempDir,
+    clickhouse: ClickHouseServer,
+    received: Received,
+    udp: SocketAddr,
+    api: SocketAddr,
+    config: std::path::PathBuf,
+    log: std::path::PathBuf,
+}
+
+impl Rig {
+    async fn start(database: &str, model_and_slas: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let clickhouse = ClickHouseServer::start().expect("ClickHouse");
+        let (receiver, received) = start_receiver().await;
+        let udp = SocketAddr::from(([127, 0, 0, 1], free_udp_port().expect("udp port")));
+        let api = SocketAddr::from(([127, 0, 0, 1], free_tcp_port().expect("api port")));
+        let metrics = SocketAddr::from(([127, 0, 0, 1], free_tcp_port().expect("metrics port")));
+        let config = dir.path().join("egress.toml");
+        let common = format!(
             r#"
 [collector]
 listen = ["{udp}"]
@@ -142,15 +153,57 @@ max_age_ms = 200
 
 [clickhouse]
 url = "{url}"
-database = "monitor_e2e"
-
-[model]
-internal_prefixes = ["10.0.0.0/8"]
+database = "{database}"
 
 [monitor]
 evaluation_interval_seconds = 2
 listen = "{api}"
 alert_state_path = "{state}"
+
+[alerting]
+resend_interval_seconds = 3600
+
+[[alerting.receivers]]
+name = "oncall"
+kind = "webhook"
+url = "http://{receiver}/hook"
+secret_env = "EGRESS_TEST_WEBHOOK_SECRET"
+"#,
+            url = clickhouse.http_url(),
+            state = dir.path().join("alerts.json").display(),
+        );
+        std::fs::write(&config, format!("{common}\n{model_and_slas}")).expect("config");
+        let log = dir.path().join("egress.log");
+        Rig {
+            dir,
+            clickhouse,
+            received,
+            udp,
+            api,
+            config,
+            log,
+        }
+    }
+
+    /// Starts `egress run` and waits until its API listens.
+    async fn egress(&self) -> Egress {
+        let egress = Egress::start(&self.config, &self.log);
+        let api = self.api;
+        wait_until("the API to be ready", Duration::from_secs(60), || {
+            std::net::TcpStream::connect(api).is_ok()
+        })
+        .await;
+        egress
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exfiltration_fires_once_survives_a_restart_and_resolves() {
+    let rig = Rig::start(
+        "monitor_e2e",
+        r#"
+[model]
+internal_prefixes = ["10.0.0.0/8"]
 
 [[slas]]
 name = "exfiltration"
@@ -171,29 +224,13 @@ severity = "warning"
 [slas.exfiltration]
 limit_bytes = 5000000
 min_samples = 1
-allow = {{ cidrs = ["203.0.113.0/24"] }}
-
-[alerting]
-resend_interval_seconds = 3600
-
-[[alerting.receivers]]
-name = "oncall"
-kind = "webhook"
-url = "http://{receiver}/hook"
-secret_env = "EGRESS_TEST_WEBHOOK_SECRET"
+allow = { cidrs = ["203.0.113.0/24"] }
 "#,
-            url = clickhouse.http_url(),
-            state = dir.path().join("alerts.json").display(),
-        ),
     )
-    .expect("config");
-    let log = dir.path().join("egress.log");
-    let mut egress = Egress::start(&config, &log);
-    let http = reqwest::Client::new();
-    wait_until("the API to be ready", Duration::from_secs(60), || {
-        std::net::TcpStream::connect(api).is_ok()
-    })
     .await;
+    let (dir, clickhouse, received, udp, api) = (&rig.dir, &rig.clickhouse, &rig.received, rig.udp, rig.api);
+    let mut egress = rig.egress().await;
+    let http = reqwest::Client::new();
 
     // 20 MiB from 10.66.6.6 to 203.0.113.66, sampled 1 in 10 by softflowd (IPFIX).
     let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock");
@@ -217,12 +254,12 @@ secret_env = "EGRESS_TEST_WEBHOOK_SECRET"
         .sum();
 
     wait_until("the firing webhook", Duration::from_secs(60), || {
-        payloads(&received, "exfiltration")
+        payloads(received, "exfiltration")
             .iter()
             .any(|(s, _)| s == "firing")
     })
     .await;
-    let (_, firing) = payloads(&received, "exfiltration")
+    let (_, firing) = payloads(received, "exfiltration")
         .into_iter()
         .find(|(s, _)| s == "firing")
         .expect("firing");
@@ -271,15 +308,11 @@ secret_env = "EGRESS_TEST_WEBHOOK_SECRET"
 
     // Restart while firing: no second firing notification.
     egress.stop();
-    let firing_before = payloads(&received, "exfiltration")
+    let firing_before = payloads(received, "exfiltration")
         .iter()
         .filter(|(s, _)| s == "firing")
         .count();
-    let mut egress = Egress::start(&config, &log);
-    wait_until("the restarted API", Duration::from_secs(60), || {
-        std::net::TcpStream::connect(api).is_ok()
-    })
-    .await;
+    let mut egress = rig.egress().await;
     let alerts: serde_json::Value = http
         .get(format!("http://{api}/api/v1/alerts"))
         .send()
@@ -294,12 +327,12 @@ secret_env = "EGRESS_TEST_WEBHOOK_SECRET"
     );
 
     wait_until("the resolved webhook", Duration::from_secs(90), || {
-        payloads(&received, "exfiltration")
+        payloads(received, "exfiltration")
             .iter()
             .any(|(s, _)| s == "resolved")
     })
     .await;
-    let firing_after = payloads(&received, "exfiltration")
+    let firing_after = payloads(received, "exfiltration")
         .iter()
         .filter(|(s, _)| s == "firing")
         .count();
@@ -309,7 +342,7 @@ secret_env = "EGRESS_TEST_WEBHOOK_SECRET"
         "no duplicate firing notification after the restart"
     );
     assert!(
-        payloads(&received, "exfiltration-allowed").is_empty(),
+        payloads(received, "exfiltration-allowed").is_empty(),
         "the allow-listed destination raised nothing"
     );
     egress.stop();
@@ -339,29 +372,9 @@ secret_env = "EGRESS_TEST_WEBHOOK_SECRET"
 async fn throughput_fires_and_resolves_and_a_silent_exporter_is_a_health_alert() {
     use egress_collector::simulate::{self, CancellationToken, Protocol, SimulateConfig};
 
-    let dir = tempfile::tempdir().expect("tempdir");
-    let clickhouse = ClickHouseServer::start().expect("ClickHouse");
-    let (receiver, received) = start_receiver().await;
-    let udp = SocketAddr::from(([127, 0, 0, 1], free_udp_port().expect("udp port")));
-    let api = SocketAddr::from(([127, 0, 0, 1], free_tcp_port().expect("api port")));
-    let metrics = SocketAddr::from(([127, 0, 0, 1], free_tcp_port().expect("metrics port")));
-    let config = dir.path().join("egress.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-[collector]
-listen = ["{udp}"]
-metrics_listen = "{metrics}"
-stats_interval_seconds = 1
-
-[batch]
-max_age_ms = 200
-
-[clickhouse]
-url = "{url}"
-database = "throughput_e2e"
-
+    let rig = Rig::start(
+        "throughput_e2e",
+        r#"
 [model]
 internal_prefixes = ["10.0.0.0/8", "fd00::/8"]
 
@@ -391,11 +404,6 @@ if_index = 11
 name = "ae1"
 role = "internal"
 
-[monitor]
-evaluation_interval_seconds = 2
-listen = "{api}"
-alert_state_path = "{state}"
-
 [[slas]]
 name = "transit-utilisation"
 kind = "throughput"
@@ -416,27 +424,11 @@ severity = "critical"
 silent_seconds = 10
 max_loss_ratio = 0.5
 min_samples = 1000000
-
-[alerting]
-resend_interval_seconds = 3600
-
-[[alerting.receivers]]
-name = "oncall"
-kind = "webhook"
-url = "http://{receiver}/hook"
-secret_env = "EGRESS_TEST_WEBHOOK_SECRET"
 "#,
-            url = clickhouse.http_url(),
-            state = dir.path().join("alerts.json").display(),
-        ),
     )
-    .expect("config");
-    let log = dir.path().join("egress.log");
-    let mut egress = Egress::start(&config, &log);
-    wait_until("the API to be ready", Duration::from_secs(60), || {
-        std::net::TcpStream::connect(api).is_ok()
-    })
     .await;
+    let (clickhouse, received, udp) = (&rig.clickhouse, &rig.received, rig.udp);
+    let mut egress = rig.egress().await;
     let router = |rate: u64, seed: u64| SimulateConfig {
         target: udp,
         protocol: Protocol::Ipfix,
@@ -449,13 +441,13 @@ secret_env = "EGRESS_TEST_WEBHOOK_SECRET"
         ..SimulateConfig::default()
     };
     let firing = |alertname: &str, subject: &str| {
-        payloads(&received, alertname)
+        payloads(received, alertname)
             .iter()
             .filter(|(s, p)| s == "firing" && p.to_string().contains(subject))
             .count()
     };
     let resolved = |alertname: &str, subject: &str| {
-        payloads(&received, alertname)
+        payloads(received, alertname)
             .iter()
             .filter(|(s, p)| s == "resolved" && p.to_string().contains(subject))
             .count()
