@@ -7,6 +7,7 @@ pub mod api;
 pub mod connection;
 pub mod migrate;
 pub mod model;
+pub mod probes;
 pub mod retention;
 pub mod rollups;
 pub mod schema;
