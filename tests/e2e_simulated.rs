@@ -86,7 +86,7 @@ async fn several_exporters_keep_their_own_sampling_rates() {
     );
 
     let metrics = running.metrics.clone();
-    wait_for(|| metrics.records_written.get() >= sent_records).await;
+    wait_written(&metrics, sent_records).await;
     running.shutdown().await;
 
     let rows = server
@@ -197,7 +197,7 @@ async fn clickhouse_outage_loses_nothing() {
     );
 
     server.restart().expect("restart ClickHouse");
-    wait_for(|| metrics.records_written.get() >= report.flow_records()).await;
+    wait_written(&metrics, report.flow_records()).await;
     running.shutdown().await;
     let stored = server
         .query_scalar("SELECT count(), sum(bytes) FROM outage.flows FORMAT TSV")
@@ -214,4 +214,26 @@ async fn clickhouse_outage_loses_nothing() {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
         .sum();
     assert_eq!(dropped, 0, "no record was dropped");
+}
+
+/// Waits until `records` flow records were written; on timeout, fails with the collector's
+/// counters (drops by reason, decode errors, kernel drops) so the loss can be located.
+async fn wait_written(metrics: &egress_collector::metrics::Metrics, records: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while metrics.records_written.get() < records {
+        if tokio::time::Instant::now() >= deadline {
+            let counters: Vec<String> = metrics
+                .render()
+                .lines()
+                .filter(|l| l.starts_with("egress_") && !l.ends_with(" 0"))
+                .map(str::to_owned)
+                .collect();
+            panic!(
+                "{records} records sent, {} written:\n{}",
+                metrics.records_written.get(),
+                counters.join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -134,8 +134,13 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         metrics.clone(),
         side_tasks.clone(),
     ));
+    let (schema_ready_tx, schema_ready_rx) = tokio::sync::watch::channel(false);
     let schema = match &sink {
-        Sink::ClickHouse(_) => Some(tokio::spawn(maintain_schema(config.clone(), side_tasks.clone()))),
+        Sink::ClickHouse(_) => Some(tokio::spawn(maintain_schema(
+            config.clone(),
+            schema_ready_tx,
+            side_tasks.clone(),
+        ))),
         Sink::Null => None,
     };
     let batcher = tokio::spawn(Batcher::new(config.batch.clone()).run(chunk_rx, batch_tx));
@@ -144,6 +149,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             sink,
             metrics: metrics.clone(),
             config: config.batch.clone(),
+            schema_ready: schema.is_some().then_some(schema_ready_rx),
         }
         .run(batch_rx, shutdown.clone()),
     );
@@ -213,10 +219,10 @@ async fn poll_kernel_drops(sockets: Vec<std::net::UdpSocket>, metrics: Metrics, 
     }
 }
 
-/// Applies the migrations (retrying while ClickHouse is unreachable; inserts wait in the
-/// writer's retry loop meanwhile), then, on servers without TTL, drops expired partitions
-/// every hour.
-async fn maintain_schema(config: Config, stop: CancellationToken) {
+/// Applies the migrations (retrying while ClickHouse is unreachable; the writer holds its
+/// batches until `ready` says the schema is there), then, on servers without TTL, drops expired
+/// partitions every hour.
+async fn maintain_schema(config: Config, ready: tokio::sync::watch::Sender<bool>, stop: CancellationToken) {
     let client = match egress_query::connection::client(&config.clickhouse) {
         Ok(client) => client,
         Err(error) => {
@@ -236,7 +242,10 @@ async fn maintain_schema(config: Config, stop: CancellationToken) {
             Ok::<_, anyhow::Error>(version)
         };
         match attempt.await {
-            Ok(version) => break version,
+            Ok(version) => {
+                let _ = ready.send(true);
+                break version;
+            }
             Err(error) => {
                 warn!(%error, retry_in_s = delay.as_secs(), "ClickHouse not ready for migrations");
                 tokio::select! {

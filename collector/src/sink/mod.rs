@@ -53,12 +53,24 @@ pub struct SinkWriter {
     pub sink: Sink,
     pub metrics: Metrics,
     pub config: BatchConfig,
+    /// When set, nothing is inserted before it says `true` (the schema migrations are done);
+    /// batches wait in the queue meanwhile, so no insert races a migration.
+    pub schema_ready: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl SinkWriter {
     /// Runs until `input` is closed and drained. `shutdown` starts the clock of
     /// `batch.shutdown_timeout_seconds` for retries.
     pub async fn run(self, mut input: mpsc::Receiver<Batch>, shutdown: CancellationToken) {
+        if let Some(mut ready) = self.schema_ready.clone() {
+            while !*ready.borrow_and_update() {
+                tokio::select! {
+                    changed = ready.changed() => if changed.is_err() { break },
+                    // Stopping before the schema is ready: try anyway, within the shutdown timeout.
+                    () = shutdown.cancelled() => break,
+                }
+            }
+        }
         let mut stopping_since: Option<Instant> = None;
         while let Some(batch) = input.recv().await {
             let mut delay = Duration::from_millis(self.config.retry_initial_ms);
