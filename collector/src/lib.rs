@@ -5,7 +5,8 @@
 //! [`normalise`] (one record shape) → [`enrich`] (sampling from config) → [`batch`] →
 //! [`sink`] (ClickHouse, or null). [`pipeline`] owns the wiring and the shutdown order.
 //! Around them: [`config`], [`metrics`], [`capture`] (pcap files, for `egress decode`) and
-//! [`simulate`] (virtual exporters), [`http`] (the metrics endpoint).
+//! [`simulate`] (virtual exporters), [`http`] (the metrics endpoint). Beside the pipeline:
+//! [`probe`], the active prober (TCP connect / ICMP echo RTT per egress path into `probes`).
 
 pub mod batch;
 pub mod capture;
@@ -18,5 +19,6 @@ pub mod listener;
 pub mod metrics;
 pub mod normalise;
 pub mod pipeline;
+pub mod probe;
 pub mod simulate;
 pub mod sink;
