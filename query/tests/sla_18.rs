@@ -160,6 +160,7 @@ fn sla(name: &str, kind: KindName) -> SlaConfig {
         exfiltration: None,
         exporter_health: None,
         objective: None,
+        latency: None,
     }
 }
 

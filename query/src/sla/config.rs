@@ -58,6 +58,8 @@ pub enum KindName {
     ExporterHealth,
     /// Good-event ratio with multi-window burn-rate alerting.
     Objective,
+    /// Round-trip percentile of the active probes, and unreachable paths.
+    Latency,
 }
 
 impl KindName {
@@ -68,6 +70,7 @@ impl KindName {
             Self::Exfiltration => "exfiltration",
             Self::ExporterHealth => "exporter_health",
             Self::Objective => "objective",
+            Self::Latency => "latency",
         }
     }
 }
@@ -99,8 +102,8 @@ impl Severity {
 pub struct SlaConfig {
     /// Unique name; the `alertname` label of its alerts.
     pub name: String,
-    /// `throughput`, `exfiltration`, `exporter_health` or `objective`; its settings are in the
-    /// sub-table of that name.
+    /// `throughput`, `exfiltration`, `exporter_health`, `objective` or `latency`; its settings
+    /// are in the sub-table of that name.
     pub kind: KindName,
     /// Seconds of data each evaluation looks at, ending at the evaluation time.
     #[serde(default = "default_window_seconds")]
@@ -129,6 +132,9 @@ pub struct SlaConfig {
     /// Settings of an `objective` SLA.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub objective: Option<ObjectiveConfig>,
+    /// Settings of a `latency` SLA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency: Option<LatencyConfig>,
 }
 
 fn default_window_seconds() -> u64 {
@@ -344,6 +350,50 @@ pub struct ObjectiveConfig {
     pub min_events: u64,
 }
 
+/// What one latency subject is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LatencyScope {
+    /// One subject per egress path, over all of its targets.
+    #[default]
+    Path,
+    /// One subject per path and target: tells "the path is slow" (every target) from "the far
+    /// end is slow" (one target).
+    Target,
+}
+
+/// `[slas.latency]`: a round-trip percentile from the `probes` table against a threshold, and
+/// an `unreachable` check for subjects whose probes all fail. (From probes only; flow RTT as a
+/// source and a good-ratio objective are later additions.)
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LatencyConfig {
+    /// The percentile compared with the threshold, as a fraction: 0.5, 0.95 (default), 0.99.
+    pub percentile: f64,
+    /// Breach when the percentile round trip over the window is above this many milliseconds.
+    pub threshold_ms: f64,
+    /// `path` (default): one subject per egress path; `target`: one per path and target.
+    pub per: LatencyScope,
+    /// Path labels (`probes.path`) to watch; empty watches every path with probes in the
+    /// window. A listed path without probes gives "no data".
+    pub paths: Vec<String>,
+    /// Fewer probes in the window than this gives "no data" (successful probes for the
+    /// percentile, all probes for the unreachable check).
+    pub min_samples: u64,
+}
+
+impl Default for LatencyConfig {
+    fn default() -> Self {
+        Self {
+            percentile: 0.95,
+            threshold_ms: 100.0,
+            per: LatencyScope::Path,
+            paths: Vec::new(),
+            min_samples: 5,
+        }
+    }
+}
+
 fn default_burn_windows() -> Vec<BurnRateWindow> {
     vec![
         BurnRateWindow {
@@ -393,6 +443,7 @@ pub const RESERVED_LABELS: &[&str] = &[
     "destination_as",
     "destination_net",
     "check",
+    "target",
 ];
 
 /// Every problem with `slas`, each starting with its key (`slas[2].throughput.max_utilisation:
@@ -429,6 +480,7 @@ pub fn validate(slas: &[SlaConfig]) -> Vec<String> {
             (KindName::Exfiltration, sla.exfiltration.is_some()),
             (KindName::ExporterHealth, sla.exporter_health.is_some()),
             (KindName::Objective, sla.objective.is_some()),
+            (KindName::Latency, sla.latency.is_some()),
         ];
         for (kind, is_present) in present {
             if kind == sla.kind && !is_present {
@@ -518,6 +570,31 @@ pub fn validate(slas: &[SlaConfig]) -> Vec<String> {
                     ".exporter_health.max_loss_ratio",
                     format!("{} must be at least 0 and below 1", h.max_loss_ratio),
                 );
+            }
+        }
+        if let Some(l) = &sla.latency {
+            if !(l.percentile > 0.0 && l.percentile < 1.0) {
+                problem(
+                    ".latency.percentile",
+                    format!(
+                        "{} must be between 0 and 1, exclusive (0.95 is p95)",
+                        l.percentile
+                    ),
+                );
+            }
+            if !(l.threshold_ms > 0.0 && l.threshold_ms.is_finite()) {
+                problem(
+                    ".latency.threshold_ms",
+                    format!("{} must be above 0", l.threshold_ms),
+                );
+            }
+            if l.min_samples == 0 {
+                problem(".latency.min_samples", "must be at least 1".into());
+            }
+            for (j, path) in l.paths.iter().enumerate() {
+                if path.is_empty() {
+                    problem(&format!(".latency.paths[{j}]"), "must not be empty".into());
+                }
             }
         }
         if let Some(o) = &sla.objective {

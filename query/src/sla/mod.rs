@@ -8,9 +8,9 @@
 //! `sla_results`. Nothing is kept between evaluations: every evaluation reads what it needs
 //! from ClickHouse, so a restart loses nothing here.
 //!
-//! Kinds: [`throughput`], [`exfiltration`], [`exporter_health`], [`objective`]. Each kind
-//! module has a `queries` function (the SQL it runs, with bound parameters) and an `evaluate`
-//! function; [`SlaSpec`] is the one place that dispatches on the kind, so a new kind (latency)
+//! Kinds: [`throughput`], [`exfiltration`], [`exporter_health`], [`objective`], [`latency`].
+//! Each kind module has a `queries` function (the SQL it runs, with bound parameters) and an
+//! `evaluate` function; [`SlaSpec`] is the one place that dispatches on the kind, so a new kind
 //! adds a module, a config field and a match arm here, and nothing in alerting or the API.
 //!
 //! Rules every query follows (ClickHouse 18.16 and current servers alike): parameters are bound
@@ -34,13 +34,14 @@ use crate::schema::{SlaResultRow, SLA_RESULTS_TABLE};
 mod config;
 pub mod exfiltration;
 pub mod exporter_health;
+pub mod latency;
 pub mod objective;
 pub mod throughput;
 
 pub use config::{
     validate, AllowList, BaselineConfig, BulkBy, BulkConfig, BurnRateWindow, ExfiltrationConfig,
-    ExporterHealthConfig, GoodEvents, GoodName, KindName, MonitorConfig, ObjectiveConfig, Severity,
-    SlaConfig, SourceGroup, ThroughputConfig, RESERVED_LABELS,
+    ExporterHealthConfig, GoodEvents, GoodName, KindName, LatencyConfig, LatencyScope, MonitorConfig,
+    ObjectiveConfig, Severity, SlaConfig, SourceGroup, ThroughputConfig, RESERVED_LABELS,
 };
 
 /// Errors of this module.
@@ -337,6 +338,7 @@ pub enum SlaSpec<'a> {
     Exfiltration(&'a ExfiltrationConfig),
     ExporterHealth(&'a ExporterHealthConfig),
     Objective(&'a ObjectiveConfig),
+    Latency(&'a LatencyConfig),
 }
 
 impl<'a> SlaSpec<'a> {
@@ -350,6 +352,7 @@ impl<'a> SlaSpec<'a> {
                 Self::ExporterHealth(sla.exporter_health.as_ref().ok_or_else(missing)?)
             }
             KindName::Objective => Self::Objective(sla.objective.as_ref().ok_or_else(missing)?),
+            KindName::Latency => Self::Latency(sla.latency.as_ref().ok_or_else(missing)?),
         })
     }
 
@@ -362,6 +365,7 @@ impl<'a> SlaSpec<'a> {
             Self::Exfiltration(spec) => exfiltration::queries(sla, spec, ctx),
             Self::ExporterHealth(spec) => exporter_health::queries(sla, spec, ctx),
             Self::Objective(spec) => objective::queries(sla, spec, ctx),
+            Self::Latency(spec) => latency::queries(sla, spec, ctx),
         }
     }
 
@@ -377,6 +381,7 @@ impl<'a> SlaSpec<'a> {
             Self::Exfiltration(spec) => exfiltration::evaluate(client, sla, spec, ctx).await,
             Self::ExporterHealth(spec) => exporter_health::evaluate(client, sla, spec, ctx).await,
             Self::Objective(spec) => objective::evaluate(client, sla, spec, ctx).await,
+            Self::Latency(spec) => latency::evaluate(client, sla, spec, ctx).await,
         }
     }
 }
@@ -457,6 +462,7 @@ impl SlaResult {
             KindName::Exfiltration => exfiltration::summary(self, sla),
             KindName::ExporterHealth => exporter_health::summary(self, sla),
             KindName::Objective => objective::summary(self, sla),
+            KindName::Latency => latency::summary(self, sla),
         };
         let description = format!(
             "SLA {} ({}) on {}: value {:.4}, threshold {:.4}, verdict {}, {} samples. Details: {}",

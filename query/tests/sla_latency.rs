@@ -1,0 +1,242 @@
+//! The latency SLA against a real ClickHouse 18.16: probe results go into `probes` (migration
+//! 200, applied here until `migrate` applies it itself), the SLA is evaluated, and the verdicts
+//! are checked — a slow path breaches, a fast one is ok, a path whose probes all fail is
+//! `unreachable` (never a latency figure), a flaky path is judged on the probes that answered,
+//! a listed path without probes is no data, and per-target subjects tell a slow far end from a
+//! slow path. Also runs the example query of the `## Probes` section of `docs/schema.md`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use egress_query::connection::{self, ClickHouseConfig};
+use egress_query::migrate::migrate;
+use egress_query::probes::{probe_migrations, ProbeMethod, ProbeRow, PROBES_TABLE};
+use egress_query::sla::{
+    evaluate_all, validate, EvalContext, KindName, LatencyConfig, LatencyScope, SlaConfig, SlaResult, Verdict,
+};
+use egress_testkit::clickhouse::ClickHouseServer;
+
+fn probe(time: u32, path: &str, target: &str, rtt_us: Option<u32>) -> ProbeRow {
+    ProbeRow {
+        time,
+        path: path.to_owned(),
+        target: target.to_owned(),
+        method: ProbeMethod::Tcp,
+        rtt_us,
+        success: u8::from(rtt_us.is_some()),
+        error: if rtt_us.is_some() {
+            String::new()
+        } else {
+            "timeout".to_owned()
+        },
+    }
+}
+
+/// Thirty probes per target, one every 10 s over the last five minutes.
+fn scenario(now: u32) -> Vec<ProbeRow> {
+    let mut rows = Vec::new();
+    for i in 0..30u32 {
+        let time = now - 300 + i * 10;
+        // Jitter so that the percentiles differ from the median.
+        let jitter = (i % 5) * 100;
+        rows.push(probe(time, "fast", "192.0.2.1:443", Some(2_000 + jitter)));
+        rows.push(probe(time, "slow", "192.0.2.2:443", Some(85_000 + jitter)));
+        rows.push(probe(time, "down", "192.0.2.3:443", None));
+        // One in three answers, quickly.
+        rows.push(probe(
+            time,
+            "flaky",
+            "192.0.2.4:443",
+            (i % 3 == 0).then_some(3_000),
+        ));
+        // One far end slow, the other fast: the path is fine, the far end is not.
+        rows.push(probe(time, "mixed", "198.51.100.1:443", Some(1_500)));
+        rows.push(probe(time, "mixed", "198.51.100.2:443", Some(120_000)));
+        // Outside the window: must not count.
+        rows.push(probe(now - 3_600 + i, "fast", "192.0.2.1:443", Some(900_000)));
+    }
+    rows
+}
+
+fn latency_sla(name: &str, spec: LatencyConfig) -> SlaConfig {
+    SlaConfig {
+        name: name.to_owned(),
+        kind: KindName::Latency,
+        window_seconds: 300,
+        for_seconds: 0,
+        keep_firing_for_seconds: 0,
+        severity: Default::default(),
+        labels: BTreeMap::new(),
+        throughput: None,
+        exfiltration: None,
+        exporter_health: None,
+        objective: None,
+        latency: Some(spec),
+    }
+}
+
+fn find<'a>(results: &'a [SlaResult], sla: &str, subject: &str, check: &str) -> &'a SlaResult {
+    results
+        .iter()
+        .find(|r| r.sla == sla && r.subject == subject && r.labels["check"] == check)
+        .unwrap_or_else(|| panic!("no {check} result for {sla} / {subject} in {results:#?}"))
+}
+
+#[tokio::test]
+async fn latency_verdicts_on_clickhouse_18() {
+    let server = ClickHouseServer::start().expect("clickhouse-server starts");
+    let config = ClickHouseConfig {
+        url: server.http_url(),
+        retention_days: 0,
+        ..ClickHouseConfig::default()
+    };
+    let client = connection::client(&config).unwrap();
+    let version = connection::server_version(&client).await.unwrap();
+    migrate(&client, &config, &version).await.unwrap();
+    for migration in probe_migrations(&version, &config) {
+        for statement in &migration.statements {
+            client.query_raw(statement).execute().await.unwrap();
+        }
+    }
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as u32;
+    let mut insert = client.insert::<ProbeRow>(PROBES_TABLE).await.unwrap();
+    for row in scenario(now) {
+        insert.write(&row).await.unwrap();
+    }
+    insert.end().await.unwrap();
+
+    // The rows come back as written: Nullable round trip and Enum8 on 18.16.
+    let stored: Vec<ProbeRow> = client
+        .query("SELECT ?fields FROM probes WHERE path = 'down' ORDER BY time LIMIT 1")
+        .fetch_all()
+        .await
+        .unwrap();
+    assert_eq!(stored, [probe(now - 300, "down", "192.0.2.3:443", None)]);
+
+    let per_path = latency_sla(
+        "rtt-p95",
+        LatencyConfig {
+            percentile: 0.95,
+            threshold_ms: 50.0,
+            per: LatencyScope::Path,
+            paths: ["fast", "slow", "down", "flaky", "silent"]
+                .map(String::from)
+                .to_vec(),
+            min_samples: 5,
+        },
+    );
+    let per_target = latency_sla(
+        "rtt-target",
+        LatencyConfig {
+            percentile: 0.5,
+            threshold_ms: 50.0,
+            per: LatencyScope::Target,
+            paths: vec!["mixed".to_owned()],
+            min_samples: 5,
+        },
+    );
+    let slas = vec![per_path, per_target];
+    assert!(validate(&slas).is_empty(), "{:?}", validate(&slas));
+    let ctx = EvalContext {
+        now,
+        database: "egress".to_owned(),
+        paths: Vec::new(),
+        exporters: Vec::new(),
+        query_timeout: Duration::from_secs(30),
+    };
+    let results = evaluate_all(&client, &slas, &ctx).await.unwrap();
+    // Two checks per subject: five paths and two targets.
+    assert_eq!(results.len(), 2 * (5 + 2), "{results:#?}");
+
+    let slow = find(&results, "rtt-p95", "slow", "latency");
+    assert_eq!(slow.verdict, Verdict::Breach);
+    assert!((85.0..=85.5).contains(&slow.value), "slow p95 {}", slow.value);
+    assert_eq!(
+        (slow.samples, slow.details["source"].as_str()),
+        (30, Some("probes"))
+    );
+    assert_eq!(
+        find(&results, "rtt-p95", "slow", "unreachable").verdict,
+        Verdict::Ok
+    );
+
+    let fast = find(&results, "rtt-p95", "fast", "latency");
+    assert_eq!(fast.verdict, Verdict::Ok);
+    assert!(
+        (2.0..=2.5).contains(&fast.value),
+        "fast p95 {} (the old probes leaked in?)",
+        fast.value
+    );
+
+    let down = find(&results, "rtt-p95", "down", "unreachable");
+    assert_eq!(
+        (down.verdict, down.value, down.samples),
+        (Verdict::Breach, 1.0, 30)
+    );
+    assert_eq!(down.labels["path"], "down");
+    let down_latency = find(&results, "rtt-p95", "down", "latency");
+    assert_eq!((down_latency.verdict, down_latency.value), (Verdict::NoData, 0.0));
+    assert!(down_latency.details["p95_ms"].is_null());
+
+    let flaky = find(&results, "rtt-p95", "flaky", "latency");
+    assert_eq!(
+        (flaky.verdict, flaky.value, flaky.samples),
+        (Verdict::Ok, 3.0, 10)
+    );
+    let flaky_unreachable = find(&results, "rtt-p95", "flaky", "unreachable");
+    assert_eq!(flaky_unreachable.verdict, Verdict::Ok);
+    assert!((flaky_unreachable.value - 20.0 / 30.0).abs() < 1e-9);
+
+    for check in ["latency", "unreachable"] {
+        let silent = find(&results, "rtt-p95", "silent", check);
+        assert_eq!((silent.verdict, silent.samples), (Verdict::NoData, 0));
+    }
+
+    let far_end = find(&results, "rtt-target", "mixed → 198.51.100.2:443", "latency");
+    assert_eq!((far_end.verdict, far_end.value), (Verdict::Breach, 120.0));
+    assert_eq!(far_end.labels["target"], "198.51.100.2:443");
+    let near = find(&results, "rtt-target", "mixed → 198.51.100.1:443", "latency");
+    assert_eq!((near.verdict, near.value), (Verdict::Ok, 1.5));
+
+    // The alert of the unreachable path carries its own check label and no latency figure.
+    let sample = down.alert_sample(&slas[0]);
+    assert_eq!(sample.breaching, Some(true));
+    assert_eq!(sample.labels["check"], "unreachable");
+    assert_eq!(sample.labels["sla_kind"], "latency");
+    assert!(
+        sample.annotations["summary"].contains("100% of 30 probes failed"),
+        "{sample:?}"
+    );
+
+    // The example query of docs/schema.md runs and returns one row per path and target.
+    let markdown =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/schema.md")).unwrap();
+    let section = markdown
+        .split("\n## Probes\n")
+        .nth(1)
+        .unwrap()
+        .split("\n## ")
+        .next()
+        .unwrap();
+    let example = section
+        .split("```sql\n")
+        .nth(1)
+        .unwrap()
+        .split("```")
+        .next()
+        .unwrap();
+    let rows = client
+        .query_raw(example)
+        .fetch_bytes("TSV")
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&rows).lines().count(),
+        6,
+        "{}",
+        String::from_utf8_lossy(&rows)
+    );
+}
