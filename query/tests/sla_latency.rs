@@ -3,12 +3,17 @@
 //! are checked — a slow path breaches, a fast one is ok, a path whose probes all fail is
 //! `unreachable` (never a latency figure), a flaky path is judged on the probes that answered,
 //! a listed path without probes is no data, and per-target subjects tell a slow far end from a
-//! slow path. Also runs the example query of the `## Probes` section of `docs/schema.md`.
+//! slow path. Also runs the example query of the `## Probes` section of `docs/schema.md` and
+//! reads the same probes through `GET /api/v1/probes`.
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use egress_query::api::{self, AlertView, AlertsView, AlertsViewError, ApiState, NewSilence, SilenceView};
 use egress_query::connection::{self, ClickHouseConfig};
 use egress_query::migrate::migrate;
 use egress_query::probes::{probe_migrations, ProbeMethod, ProbeRow, PROBES_TABLE};
@@ -16,6 +21,41 @@ use egress_query::sla::{
     evaluate_all, validate, EvalContext, KindName, LatencyConfig, LatencyScope, SlaConfig, SlaResult, Verdict,
 };
 use egress_testkit::clickhouse::ClickHouseServer;
+use serde_json::Value;
+use tower::ServiceExt;
+
+/// No alerts and no silences: the probes route does not use them.
+#[derive(Debug)]
+struct NoAlerts;
+
+impl AlertsView for NoAlerts {
+    fn alerts(&self) -> Result<Vec<AlertView>, AlertsViewError> {
+        Ok(Vec::new())
+    }
+
+    fn silences(&self) -> Result<Vec<SilenceView>, AlertsViewError> {
+        Ok(Vec::new())
+    }
+
+    fn create_silence(&self, _silence: NewSilence) -> Result<String, AlertsViewError> {
+        Err(AlertsViewError::Invalid("not in this test".into()))
+    }
+
+    fn expire_silence(&self, id: &str) -> Result<(), AlertsViewError> {
+        Err(AlertsViewError::NotFound(id.to_owned()))
+    }
+}
+
+async fn get(router: &axum::Router, uri: &str) -> (StatusCode, Value) {
+    let response = router
+        .clone()
+        .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+    (status, serde_json::from_slice(&bytes).unwrap())
+}
 
 fn probe(time: u32, path: &str, target: &str, rtt_us: Option<u32>) -> ProbeRow {
     ProbeRow {
@@ -239,4 +279,40 @@ async fn latency_verdicts_on_clickhouse_18() {
         "{}",
         String::from_utf8_lossy(&rows)
     );
+
+    // The same probes through the API: percentiles of the answered probes, null for none.
+    let state = ApiState::new(
+        client.clone(),
+        "egress",
+        Vec::new(),
+        Vec::new(),
+        Arc::new(NoAlerts),
+    )
+    .unwrap();
+    let router = api::router(state);
+    // The API window is (now - window, now], like the other routes: 600 s holds all thirty.
+    let (status, body) = get(&router, "/api/v1/probes?window=600").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let entries = body["probes"].as_array().unwrap();
+    assert_eq!(entries.len(), 6, "{body:#}");
+    let entry = |path: &str| entries.iter().find(|e| e["path"] == path).unwrap();
+    assert_eq!(entry("slow")["probes"], 30);
+    assert!((85.0..=85.5).contains(&entry("slow")["p95_ms"].as_f64().unwrap()));
+    assert_eq!(entry("down")["failures"], 30);
+    assert_eq!(entry("down")["failure_ratio"], 1.0);
+    assert!(entry("down")["p50_ms"].is_null() && entry("down")["last_rtt_ms"].is_null());
+    assert_eq!(
+        (&entry("down")["last_success"], &entry("down")["last_error"]),
+        (&Value::Bool(false), &Value::from("timeout"))
+    );
+    assert_eq!(entry("fast")["method"], "tcp");
+    assert_eq!(entry("fast")["last_success"], true);
+    let (status, body) = get(&router, "/api/v1/probes?path=down").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["probes"].as_array().unwrap().len(), 1, "{body:#}");
+    let (status, body) = get(&router, "/api/v1/probes?path=x%27%3B").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("path"));
+    let (status, _) = get(&router, "/api/v1/probes?window=10").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
 }

@@ -1,7 +1,7 @@
 //! The query service's HTTP API (axum + tower): the read side of Egress for people and tools.
 //!
 //! In: HTTP requests; the ClickHouse tables of [`crate::schema`] (`flows`, `exporter_stats`,
-//! `sla_results`); the egress paths of the model with their capacities ([`PathInfo`]); the alert
+//! `sla_results`, `probes`); the egress paths of the model with their capacities ([`PathInfo`]); the alert
 //! state and silences through the [`AlertsView`] trait. Out: JSON answers, the Prometheus text of
 //! the API's own counters, and an OpenAPI 3.0 document of every route.
 //!
@@ -26,6 +26,7 @@ mod metrics;
 mod openapi;
 pub mod params;
 mod paths;
+mod probes;
 mod slas;
 mod top;
 
@@ -229,6 +230,7 @@ fn endpoints() -> Vec<(Route, MethodRouter<ApiState>)> {
         endpoint(Verb::Get, "/openapi.json", openapi::serve),
         endpoint(Verb::Get, "/api/v1/paths", paths::paths),
         endpoint(Verb::Get, "/api/v1/paths/p95", paths::p95),
+        endpoint(Verb::Get, "/api/v1/probes", probes::probes),
         endpoint(Verb::Get, "/api/v1/top", top::top),
         endpoint(Verb::Get, "/api/v1/flows", flows::flows),
         endpoint(Verb::Get, "/api/v1/slas", slas::latest),

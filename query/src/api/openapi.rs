@@ -143,6 +143,13 @@ pub fn openapi_document() -> Value {
                 "95th percentile of the 5-minute rates of every path with a capacity over a calendar month (empty 5-minute buckets count as 0, as in burstable billing), against its committed rate",
                 vec![query("month", "The month, `YYYY-MM`; default the current month (up to now).", json!({ "type": "string", "pattern": "^[0-9]{4}-[0-9]{2}$" }), false)],
                 "200", "{\"month\": \"2026-11\", \"paths\": [{\"path\", \"p95_bps\", \"max_bps\", \"committed_bps\", \"capacity_bps\", \"buckets\", \"buckets_with_data\", \"above_commit\"}]}") },
+            "/api/v1/probes": { "get": operation(
+                "Active probe results per path, target and method over a window: probes, failures, p50/p95/p99 round trip of the probes that answered (null when none did) and the latest probe",
+                vec![
+                    window(super::probes::WINDOW.0, super::probes::WINDOW.2),
+                    query("path", "Only this egress path (the prober's path label).", json!({ "type": "string", "maxLength": 200 }), false),
+                ],
+                "200", "{\"window\", \"from\", \"to\", \"source\": \"probes\", \"probes\": [{\"path\", \"target\", \"method\", \"probes\", \"failures\", \"failure_ratio\", \"p50_ms\", \"p95_ms\", \"p99_ms\", \"last_time\", \"last_success\", \"last_rtt_ms\", \"last_error\"}]}") },
             "/api/v1/top": { "get": operation(
                 "Top keys by scaled bytes over a window",
                 vec![
