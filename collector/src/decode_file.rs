@@ -108,8 +108,19 @@ pub fn flow_json(record: &FlowRecord) -> serde_json::Value {
         "dst_internal": record.dst_internal,
         "dst_cloud": record.dst_cloud,
     });
-    if let (Some(object), serde_json::Value::Object(more)) = (value.as_object_mut(), classification) {
-        object.extend(more);
+    // Latency from the exporter: `null` when not exported, never 0.
+    let latency = serde_json::json!({
+        "rtt_client_us": record.rtt_client_us,
+        "rtt_server_us": record.rtt_server_us,
+        "rtt_app_us": record.rtt_app_us,
+        "rtt_source": record.rtt_source.as_str(),
+    });
+    if let Some(object) = value.as_object_mut() {
+        for more in [classification, latency] {
+            if let serde_json::Value::Object(more) = more {
+                object.extend(more);
+            }
+        }
     }
     value
 }

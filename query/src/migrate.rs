@@ -15,15 +15,16 @@
 //! Every statement is idempotent: a migration interrupted between its DDL and its record is
 //! simply applied again, and two collectors migrating at once do no harm (at worst a version is
 //! recorded twice; it is read with `DISTINCT`). Tables are created `IF NOT EXISTS`. Columns added
-//! to an existing table (migration 005) cannot be: ClickHouse 18.16 has no
+//! to an existing table (migrations 005 and 008) cannot be: ClickHouse 18.16 has no
 //! `ADD COLUMN IF NOT EXISTS`, so each added column is its own statement (made by
 //! [`add_column_statement`]) and [`migrate`] skips it when `system.columns` already lists the
 //! column. 18.16 also drops the `COMMENT` of an `ADD COLUMN`, so a `COMMENT COLUMN` statement
 //! follows each.
 //!
 //! A fresh database gets every table whole from its create migration (the flows table with the
-//! classification columns already in it), and migration 005 then finds nothing to add; an older
-//! database gets the columns from 005, each placed `AFTER` its predecessor. Both paths give the
+//! classification and latency columns already in it), and migrations 005 and 008 then find
+//! nothing to add; an older database gets the columns from 005 and 008, each placed `AFTER` its
+//! predecessor. Both paths give the
 //! column order of the row structs, which RowBinary needs.
 //!
 //! The retention is part of the table definition on TTL servers; when the configured retention
@@ -34,8 +35,8 @@ use clickhouse::Client;
 
 use crate::connection::{self, is_identifier, ClickHouseConfig, ConnectionError, ServerVersion};
 use crate::schema::{
-    enum8_body, DeliveryOutcome, Direction, FlowType, InterfaceKind, InterfaceRole, SamplingSource,
-    TrafficDirection, Verdict, ALERT_DELIVERIES_TABLE, EXPORTER_STATS_TABLE, FLOWS_TABLE,
+    enum8_body, DeliveryOutcome, Direction, FlowType, InterfaceKind, InterfaceRole, RttSource,
+    SamplingSource, TrafficDirection, Verdict, ALERT_DELIVERIES_TABLE, EXPORTER_STATS_TABLE, FLOWS_TABLE,
     INTERFACE_COUNTERS_TABLE, SLA_RESULTS_TABLE,
 };
 
@@ -252,6 +253,10 @@ pub fn tables() -> Vec<TableDef> {
         "Enum8({})",
         enum8_body(&DeliveryOutcome::ALL, DeliveryOutcome::as_str, |v| v as i8)
     );
+    let rtt_source = format!(
+        "Enum8({})",
+        enum8_body(&RttSource::ALL, RttSource::as_str, |v| v as i8)
+    );
     let time = "DateTime('UTC')";
     vec![
         TableDef {
@@ -324,6 +329,15 @@ pub fn tables() -> Vec<TableDef> {
                     "1 when dst_addr is inside the internal prefixes of the egress model, else 0."),
                 ColumnDef::low_cardinality("dst_cloud",
                     "Cloud range of dst_addr from the cloud range files, e.g. aws/S3/eu-west-1 or the label of a CIDR list; empty when none."),
+                // Latency from the exporter (migration 008 adds these to older tables).
+                ColumnDef::new("rtt_client_us", "Nullable(UInt32)", "",
+                    "Network latency between the exporter and the client in microseconds, as the exporter measured it (see rtt_source); NULL when not exported, never 0 for unknown."),
+                ColumnDef::new("rtt_server_us", "Nullable(UInt32)", "",
+                    "Network latency between the exporter and the server in microseconds; NULL when not exported."),
+                ColumnDef::new("rtt_app_us", "Nullable(UInt32)", "",
+                    "Application latency (server response time) in microseconds; NULL when not exported."),
+                ColumnDef::new("rtt_source", rtt_source, "",
+                    "Which exporter measurement the rtt columns came from: nprobe (half round trips), cisco_art, netscaler, sflow_tcp_info (full round trips), or none."),
             ],
             partition_by: "toYYYYMMDD(time_received)",
             // Every query filters on a time range, most then on an exporter and an interface.
@@ -446,9 +460,12 @@ pub fn tables() -> Vec<TableDef> {
     ]
 }
 
-/// The `flows` columns added by migration 005 (egress classification), in order: every column
-/// after `direction`.
-const FLOW_CLASSIFICATION_FIRST_COLUMN: &str = "traffic_direction";
+/// The `flows` columns added by migration 005 (egress classification), first and last: every
+/// column after `direction` up to `dst_cloud`.
+const FLOW_CLASSIFICATION_COLUMNS: (&str, &str) = ("traffic_direction", "dst_cloud");
+
+/// The `flows` columns added by migration 008 (latency from the exporter), first and last.
+const FLOW_RTT_COLUMNS: (&str, &str) = ("rtt_client_us", "rtt_source");
 
 /// `ALTER TABLE ... ADD COLUMN` for `column` of `table`, placed after `after`. [`migrate`] skips
 /// it when the column exists (see the module header), recognising it with
@@ -484,23 +501,28 @@ fn parse_add_column<'a>(statement: &'a str, database: &str) -> Option<(&'a str, 
     Some((table, column))
 }
 
-/// Migration 005: the classification columns of `flows`, each added after its predecessor and
-/// given its comment.
-fn flow_classification_statements(version: &ServerVersion, config: &ClickHouseConfig) -> Vec<String> {
+/// The statements of a migration that adds the `flows` columns `first..=last` (in
+/// [`tables`] order) to an existing table: each column added after its predecessor and given its
+/// comment. Migration 005 (classification) and 008 (latency) are made by it.
+fn add_flow_columns_statements(
+    version: &ServerVersion,
+    config: &ClickHouseConfig,
+    (first, last): (&str, &str),
+) -> Vec<String> {
     let Some(flows) = tables().into_iter().find(|t| t.name == FLOWS_TABLE) else {
         return Vec::new();
     };
+    let position = |name: &str| flows.columns.iter().position(|c| c.name == name);
     // From the column before the first added one, which the first is placed after.
-    let Some(before_first) = flows
-        .columns
-        .iter()
-        .position(|c| c.name == FLOW_CLASSIFICATION_FIRST_COLUMN)
-        .and_then(|first| first.checked_sub(1))
+    let (Some(before_first), Some(last)) = (position(first).and_then(|p| p.checked_sub(1)), position(last))
     else {
         return Vec::new();
     };
+    let Some(columns) = flows.columns.get(before_first..=last) else {
+        return Vec::new();
+    };
     let mut statements = Vec::new();
-    for pair in flows.columns[before_first..].windows(2) {
+    for pair in columns.windows(2) {
         let (previous, column) = (&pair[0], &pair[1]);
         statements.push(add_column_statement(
             version,
@@ -539,10 +561,14 @@ pub fn ddl(version: &ServerVersion, config: &ClickHouseConfig) -> Vec<Migration>
         ("create_interface_counters", create(INTERFACE_COUNTERS_TABLE)),
         (
             "add_flow_classification",
-            flow_classification_statements(version, config),
+            add_flow_columns_statements(version, config, FLOW_CLASSIFICATION_COLUMNS),
         ),
         ("create_sla_results", create(SLA_RESULTS_TABLE)),
         ("create_alert_deliveries", create(ALERT_DELIVERIES_TABLE)),
+        (
+            "add_flow_rtt",
+            add_flow_columns_statements(version, config, FLOW_RTT_COLUMNS),
+        ),
     ];
     for (name, statements) in steps {
         migrations.push(Migration {
@@ -760,12 +786,37 @@ mod tests {
     fn migrations_are_numbered_in_order_and_named() {
         let migrations = ddl(&CURRENT, &config_with(30));
         let versions: Vec<u32> = migrations.iter().map(|m| m.version).collect();
-        assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7, 100, 101, 102]);
+        assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7, 8, 100, 101, 102]);
         assert_eq!(migrations[1].name, "create_flows");
         assert_eq!(migrations[3].name, "create_interface_counters");
         assert_eq!(migrations[4].name, "add_flow_classification");
         assert_eq!(migrations[5].name, "create_sla_results");
         assert_eq!(migrations[6].name, "create_alert_deliveries");
+        assert_eq!(migrations[7].name, "add_flow_rtt");
+    }
+
+    #[test]
+    fn rtt_columns_are_added_after_dst_cloud_as_nullable() {
+        let config = config_with(30);
+        for version in [OLD, CURRENT] {
+            let statements = &ddl(&version, &config)[7].statements;
+            // One ADD COLUMN and one COMMENT COLUMN per latency column.
+            assert_eq!(statements.len(), 2 * 4, "{version}");
+            assert_eq!(
+                statements[0],
+                "ALTER TABLE egress.flows ADD COLUMN rtt_client_us Nullable(UInt32) AFTER dst_cloud"
+            );
+            assert_eq!(
+                parse_add_column(&statements[6], "egress"),
+                Some(("flows", "rtt_source"))
+            );
+            assert!(statements[6].ends_with(" AFTER rtt_app_us"), "{}", statements[6]);
+            assert!(
+                statements[6].contains("'sflow_tcp_info' = 4"),
+                "{}",
+                statements[6]
+            );
+        }
     }
 
     #[test]

@@ -236,6 +236,52 @@ impl InterfaceKind {
     }
 }
 
+/// Which exporter measurement a flow's `rtt_*` columns came from. Stored as `Enum8` in
+/// `flows.rtt_source`.
+///
+/// The values are as the exporter measured them; the source says which definition applies:
+/// nProbe exports half the round trip per side (`RTT/2`), Cisco AVC ART, NetScaler AppFlow and
+/// sFlow `extended_tcp_info` a full round trip.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize_repr, Deserialize_repr)]
+#[repr(i8)]
+pub enum RttSource {
+    /// The record carried no latency element; every `rtt_*` column is NULL.
+    #[default]
+    None = 0,
+    /// nProbe's CLIENT/SERVER_NW_LATENCY_MS and APPL_LATENCY_MS (NetFlow v9 57595-57597, IPFIX
+    /// PEN 35632 elements 123-125) or the older *_DELAY_SEC/USEC pairs (57554-57559).
+    Nprobe = 1,
+    /// Cisco AVC Application Response Time (PEN 9). Reserved in the enumeration so that the
+    /// column type need not change when it is decoded; no decoder sets it yet.
+    CiscoArt = 2,
+    /// NetScaler AppFlow round trip time (PEN 5951 element 128).
+    Netscaler = 3,
+    /// sFlow `extended_tcp_info` (flow record 0:2209) `rtt`.
+    SflowTcpInfo = 4,
+}
+
+impl RttSource {
+    /// Every value, in `Enum8` order.
+    pub const ALL: [RttSource; 5] = [
+        Self::None,
+        Self::Nprobe,
+        Self::CiscoArt,
+        Self::Netscaler,
+        Self::SflowTcpInfo,
+    ];
+
+    /// The name stored in ClickHouse.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Nprobe => "nprobe",
+            Self::CiscoArt => "cisco_art",
+            Self::Netscaler => "netscaler",
+            Self::SflowTcpInfo => "sflow_tcp_info",
+        }
+    }
+}
+
 /// The outcome of one SLA evaluation for one subject. Stored as `Enum8` in `sla_results.verdict`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize_repr, Deserialize_repr)]
 #[repr(i8)]
@@ -318,7 +364,8 @@ pub fn from_v6(addr: Ipv6Addr) -> IpAddr {
 ///
 /// `bytes` and `packets` are as exported (sampled); the volume on the wire is
 /// `bytes * sampling_rate`. Unknown numeric fields are 0 (ClickHouse defaults), except
-/// `sampling_rate`, which is 1 when unknown so that the product is always the exported volume.
+/// `sampling_rate`, which is 1 when unknown so that the product is always the exported volume,
+/// and the latencies (`rtt_*`), which are `Nullable` so that unknown is never read as 0 µs.
 #[derive(Debug, Clone, PartialEq, Eq, Row, Serialize, Deserialize)]
 pub struct FlowRow {
     /// Collector clock when the datagram arrived, Unix seconds.
@@ -375,6 +422,16 @@ pub struct FlowRow {
     pub dst_internal: u8,
     /// Cloud label of `dst_addr` from the cloud range files (`aws/S3/eu-west-1`); empty if none.
     pub dst_cloud: String,
+    /// Network latency between the observation point and the client, microseconds, as the
+    /// exporter measured it (see [`RttSource`]); `None` (NULL) when not exported, never 0.
+    pub rtt_client_us: Option<u32>,
+    /// Network latency between the observation point and the server, microseconds; `None`
+    /// when not exported.
+    pub rtt_server_us: Option<u32>,
+    /// Application (server response) latency, microseconds; `None` when not exported.
+    pub rtt_app_us: Option<u32>,
+    /// Which exporter measurement the `rtt_*` fields came from; `None` when they are all NULL.
+    pub rtt_source: RttSource,
 }
 
 impl FlowRow {
@@ -423,6 +480,10 @@ impl FlowRow {
             src_internal: 0,
             dst_internal: 0,
             dst_cloud: String::new(),
+            rtt_client_us: None,
+            rtt_server_us: None,
+            rtt_app_us: None,
+            rtt_source: RttSource::None,
         }
     }
 }

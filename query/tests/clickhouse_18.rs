@@ -14,9 +14,9 @@ use egress_query::migrate::{migrate, tables};
 use egress_query::retention;
 use egress_query::schema::{
     to_v6, AlertDeliveryRow, DeliveryOutcome, Direction, ExporterStatsRow, FlowRow, FlowType,
-    InterfaceCounterRow, InterfaceKind, InterfaceRole, SamplingSource, SlaResultRow, TrafficDirection,
-    Verdict, ALERT_DELIVERIES_TABLE, EXPORTER_STATS_TABLE, FLOWS_TABLE, INTERFACE_COUNTERS_TABLE,
-    SLA_RESULTS_TABLE,
+    InterfaceCounterRow, InterfaceKind, InterfaceRole, RttSource, SamplingSource, SlaResultRow,
+    TrafficDirection, Verdict, ALERT_DELIVERIES_TABLE, EXPORTER_STATS_TABLE, FLOWS_TABLE,
+    INTERFACE_COUNTERS_TABLE, SLA_RESULTS_TABLE,
 };
 use egress_testkit::clickhouse::ClickHouseServer;
 use serde::Deserialize;
@@ -95,6 +95,11 @@ fn sample_flow(time_received: u32) -> FlowRow {
     flow.src_internal = 1;
     flow.dst_internal = 0;
     flow.dst_cloud = "aws/S3/eu-west-1".into();
+    // One latency known, one unknown (NULL), one measured as zero: all three must survive.
+    flow.rtt_client_us = Some(12_000);
+    flow.rtt_server_us = None;
+    flow.rtt_app_us = Some(0);
+    flow.rtt_source = RttSource::Nprobe;
     flow
 }
 
@@ -204,6 +209,7 @@ async fn migrations_apply_once_and_tables_match_the_row_structs() {
             "005_add_flow_classification",
             "006_create_sla_results",
             "007_create_alert_deliveries",
+            "008_add_flow_rtt",
             "100_create_rollups_path",
             "101_create_rollups_src_host",
             "102_create_rollups_dst_as"
@@ -216,12 +222,12 @@ async fn migrations_apply_once_and_tables_match_the_row_structs() {
         "second run applied {:?}",
         second.applied
     );
-    assert_eq!(second.present.len(), 10);
+    assert_eq!(second.present.len(), 11);
     assert_eq!(
         server
             .query_scalar("SELECT count() FROM egress.schema_migrations")
             .unwrap(),
-        "10"
+        "11"
     );
 
     // Columns: the row structs' fields in order, the DDL's types and comments. (18.16's
@@ -271,6 +277,17 @@ async fn migrations_apply_once_and_tables_match_the_row_structs() {
     let mut back: Vec<FlowRow> = read_back(&client, FLOWS_TABLE).await;
     back.sort_by_key(|f| f.bytes);
     assert_eq!(back, [flows[1].clone(), flows[0].clone()]);
+    // Unknown latency is NULL in the table, not 0: aggregates skip it.
+    assert_eq!(
+        server
+            .query_scalar(
+                "SELECT concat(toString(count(rtt_client_us)), ' ', toString(count(rtt_server_us)), ' ', \
+                 toString(count(rtt_app_us)), ' ', toString(sum(rtt_client_us)), ' ', \
+                 arrayStringConcat(arraySort(groupArray(toString(rtt_source))), ',')) FROM egress.flows"
+            )
+            .unwrap(),
+        "1 0 1 12000 none,nprobe"
+    );
 
     let stats = vec![sample_stats(t - t % 60)];
     insert(&client, EXPORTER_STATS_TABLE, &stats).await;
@@ -371,6 +388,7 @@ async fn classification_columns_are_added_to_an_older_flows_table() {
             "005_add_flow_classification",
             "006_create_sla_results",
             "007_create_alert_deliveries",
+            "008_add_flow_rtt",
             "100_create_rollups_path",
             "101_create_rollups_src_host",
             "102_create_rollups_dst_as"
@@ -401,6 +419,16 @@ async fn classification_columns_are_added_to_an_older_flows_table() {
         ),
         (777, TrafficDirection::Unknown, "")
     );
+    // Latency added by migration 008: an old row has none (NULL), not zero.
+    assert_eq!(
+        (
+            old[0].rtt_client_us,
+            old[0].rtt_server_us,
+            old[0].rtt_app_us,
+            old[0].rtt_source
+        ),
+        (None, None, None, RttSource::None)
+    );
     insert(&client, FLOWS_TABLE, &[sample_flow(t)]).await;
 
     // Interrupted after the ALTERs, before the record: applied again, nothing to add.
@@ -410,6 +438,13 @@ async fn classification_columns_are_added_to_an_older_flows_table() {
     wait_for_mutations(&server).await;
     let again = migrate(&client, &config, &version).await.unwrap();
     assert_eq!(again.applied, ["005_add_flow_classification"]);
+    // The same for migration 008 (latency columns).
+    server
+        .query_scalar("ALTER TABLE egress.schema_migrations DELETE WHERE version = 8")
+        .unwrap();
+    wait_for_mutations(&server).await;
+    let again = migrate(&client, &config, &version).await.unwrap();
+    assert_eq!(again.applied, ["008_add_flow_rtt"]);
     assert_eq!(
         server.query_scalar("SELECT count() FROM egress.flows").unwrap(),
         "2"

@@ -121,7 +121,7 @@ fn every_column_is_documented_with_its_types_and_meaning() {
             );
         }
     }
-    assert_eq!(checked, 42 + 10 + 24 + 11 + 10);
+    assert_eq!(checked, 46 + 10 + 24 + 11 + 10);
 }
 
 #[test]

@@ -40,6 +40,8 @@
 //! - `extended_router`: `next_hop`, `src_mask`, `dst_mask`; `extended_gateway`: `src_as`,
 //!   `dst_as` (the last AS of the AS path, or the router's own `as` when the path is empty:
 //!   the destination is in the router's AS), and `next_hop` when `extended_router` gave none.
+//! - `extended_tcp_info` (0:2209, Host sFlow): `rtt` (µs) to `rtt_client_us` with source
+//!   `sflow_tcp_info`; an `rtt` of 0 (not measured) leaves it NULL.
 //! - `sampling_rate`: the sample's rate with source `sflow`; a rate of 0 (not allowed by the
 //!   specification) is stored as 1 with source `unknown`.
 //! - `observation_domain`: the datagram's `sub_agent_id`; `exporter_address`: the datagram's
@@ -71,6 +73,8 @@ use sflow_parser::SampleData;
 
 use super::accounting::Accounting;
 use super::{DecodeError, DecodeErrorKind, DecodeOutput, DecoderConfig, Result};
+use egress_query::schema::RttSource;
+
 use crate::normalise::{to_v6, FlowRecord, FlowType, InterfaceCounterRecord, SamplingSource};
 
 /// Flow sample sequence sources tracked per exporter for loss accounting.
@@ -523,6 +527,12 @@ fn flow_record(
                 router_next_hop = address(&router.next_hop);
                 record.src_mask = u8::try_from(router.src_mask_len).unwrap_or(0);
                 record.dst_mask = u8::try_from(router.dst_mask_len).unwrap_or(0);
+            }
+            // The host's TCP socket statistics (Host sFlow): `rtt` is the smoothed round trip to
+            // the peer in microseconds, 0 when the kernel has no measurement yet.
+            FlowData::ExtendedTcpInfo(tcp_info) if tcp_info.rtt > 0 => {
+                record.rtt_client_us = Some(tcp_info.rtt);
+                record.rtt_source = RttSource::SflowTcpInfo;
             }
             FlowData::ExtendedGateway(gateway) => {
                 gateway_next_hop = address(&gateway.next_hop);

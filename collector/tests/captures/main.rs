@@ -1,12 +1,13 @@
 //! Capture test: every file listed in `shared/fixtures/captures/expected.json` is decoded with
 //! the real decoder ([`decode_capture`], default limits) and compared with what TShark decoded
 //! from it. NetFlow/IPFIX figures are checked by [`cflow::check`], sFlow by [`sflow::check`]
-//! (a file may have both). A `-data` / `-options-data` file whose `pair` names a combined file
+//! (a file may have both), the latency columns by [`rtt::check`]. A `-data` / `-options-data` file whose `pair` names a combined file
 //! must decode to no record on its own: its data waits for a template that is in another file.
 //!
 //! Every mismatch of every file is collected and the test fails once, listing them all.
 
 mod cflow;
+mod rtt;
 mod sflow;
 
 use std::path::{Path, PathBuf};
@@ -72,6 +73,7 @@ fn every_capture_matches_its_reference() {
                 problems.extend(sflow::check(entry, &decoded));
             }
         }
+        problems.extend(rtt::check(file, &decoded));
         if problems.is_empty() {
             passing += 1;
         } else {

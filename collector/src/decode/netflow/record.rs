@@ -13,6 +13,7 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::normalise::{Direction, FlowRecord};
+use egress_query::schema::RttSource;
 
 use super::{FieldSpec, MessageHeader};
 
@@ -144,6 +145,105 @@ impl SamplingFields {
     }
 }
 
+/// Private enterprise number of ntop (nProbe) in IPFIX.
+const PEN_NTOP: u32 = 35632;
+/// Private enterprise number of Citrix (NetScaler AppFlow).
+const PEN_NETSCALER: u32 = 5951;
+/// NetFlow v9 ids of nProbe's elements are this base plus the ntop element number (the
+/// element number is what IPFIX carries under PEN 35632).
+const NTOP_V9_BASE: u16 = 57472;
+
+/// Latency elements of one record, as exported; [`LatencyFields::store`] turns them into the
+/// `rtt_*` columns.
+///
+/// nProbe (ntop element numbers, v9 id = 57472 + n): 123-125 CLIENT_NW_LATENCY_MS,
+/// SERVER_NW_LATENCY_MS, APPL_LATENCY_MS in milliseconds; the older pairs 82/83, 84/85, 86/87
+/// (57554-57559) CLIENT_NW_DELAY_SEC/USEC, SERVER_NW_DELAY_SEC/USEC, APPL_LATENCY_SEC/USEC,
+/// seconds plus residual microseconds (as nfdump and Wireshark read them). Newer nProbe
+/// versions reuse 82-87 for throughput; a record carrying both generations keeps the
+/// millisecond elements. NetScaler AppFlow: PEN 5951 element 128, round trip time in
+/// milliseconds. Cisco AVC ART (PEN 9) is not decoded: its element numbers could not be checked
+/// against a capture or a dissector here, and a misread latency is worse than none.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct LatencyFields {
+    client_ms: Option<u64>,
+    server_ms: Option<u64>,
+    app_ms: Option<u64>,
+    client_sec: Option<u64>,
+    client_usec: Option<u64>,
+    server_sec: Option<u64>,
+    server_usec: Option<u64>,
+    app_sec: Option<u64>,
+    app_usec: Option<u64>,
+    netscaler_rtt_ms: Option<u64>,
+}
+
+impl LatencyFields {
+    /// Takes the element if it is a latency element; returns whether it was one.
+    fn take_element(&mut self, field: &FieldSpec, value: &[u8]) -> bool {
+        let ntop_element = match field.enterprise {
+            0 => field.id.checked_sub(NTOP_V9_BASE),
+            PEN_NTOP => Some(field.id),
+            PEN_NETSCALER if field.id == 128 => {
+                self.netscaler_rtt_ms = be_uint(value);
+                return true;
+            }
+            _ => None,
+        };
+        let slot = match ntop_element {
+            Some(123) => &mut self.client_ms,
+            Some(124) => &mut self.server_ms,
+            Some(125) => &mut self.app_ms,
+            Some(82) => &mut self.client_sec,
+            Some(83) => &mut self.client_usec,
+            Some(84) => &mut self.server_sec,
+            Some(85) => &mut self.server_usec,
+            Some(86) => &mut self.app_sec,
+            Some(87) => &mut self.app_usec,
+            _ => return false,
+        };
+        *slot = be_uint(value);
+        true
+    }
+
+    /// Sets `record`'s `rtt_*` columns from what the record carried; leaves them NULL (and the
+    /// source `none`) when it carried nothing.
+    fn store(&self, record: &mut FlowRecord) {
+        let from_ms = |ms: Option<u64>| ms.and_then(|ms| micros(ms.checked_mul(1000)?));
+        let from_pair = |sec: Option<u64>, usec: Option<u64>| {
+            if sec.is_none() && usec.is_none() {
+                return None;
+            }
+            let total = sec
+                .unwrap_or(0)
+                .checked_mul(1_000_000)?
+                .checked_add(usec.unwrap_or(0))?;
+            micros(total)
+        };
+        let nprobe = [
+            from_ms(self.client_ms).or_else(|| from_pair(self.client_sec, self.client_usec)),
+            from_ms(self.server_ms).or_else(|| from_pair(self.server_sec, self.server_usec)),
+            from_ms(self.app_ms).or_else(|| from_pair(self.app_sec, self.app_usec)),
+        ];
+        if nprobe.iter().any(Option::is_some) {
+            let [client, server, app] = nprobe;
+            record.rtt_client_us = client;
+            record.rtt_server_us = server;
+            record.rtt_app_us = app;
+            record.rtt_source = RttSource::Nprobe;
+        } else if let Some(rtt) = from_ms(self.netscaler_rtt_ms) {
+            record.rtt_client_us = Some(rtt);
+            record.rtt_source = RttSource::Netscaler;
+        }
+    }
+}
+
+/// Microseconds as stored (`UInt32`); a value that does not fit (over 71 minutes) is not a
+/// plausible latency and is dropped rather than clipped.
+fn micros(us: u64) -> Option<u32> {
+    u32::try_from(us).ok()
+}
+
 /// Accumulates the elements of one data record; [`FlowBuilder::finish`] resolves fallbacks.
 #[derive(Debug, Default)]
 pub(super) struct FlowBuilder {
@@ -193,12 +293,14 @@ pub(super) struct FlowBuilder {
     end_delta_us: Option<u64>,
     system_init_ms: Option<u64>,
     pub(super) sampling: SamplingFields,
+    latency: LatencyFields,
 }
 
 impl FlowBuilder {
-    /// Takes one element of the record. Enterprise-specific elements are skipped.
+    /// Takes one element of the record. Enterprise-specific elements other than the latency
+    /// elements ([`LatencyFields`]) are skipped.
     pub(super) fn take(&mut self, field: &FieldSpec, value: &[u8]) {
-        if field.enterprise != 0 {
+        if self.latency.take_element(field, value) || field.enterprise != 0 {
             return;
         }
         let id = field.id;
@@ -342,6 +444,7 @@ impl FlowBuilder {
                 None => 0,
             },
         };
+        self.latency.store(record);
         let (start, end) = self.times(header);
         if let Some(start) = start {
             record.time_flow_start = start;

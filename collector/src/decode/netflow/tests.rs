@@ -2,6 +2,8 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
+use egress_query::schema::RttSource;
+
 use super::*;
 use crate::decode::{DecodeOutput, DecoderConfig};
 
@@ -619,4 +621,131 @@ fn truncated_and_mutated_datagrams_never_panic() {
             &mut out,
         );
     }
+}
+
+/// Latency columns of one flow: client, server, application (µs) and source.
+type Latency = (Option<u32>, Option<u32>, Option<u32>, RttSource);
+
+/// The `rtt_*` columns of every flow decoded from `datagram`.
+fn latencies(datagram: &[u8]) -> Vec<Latency> {
+    let mut decoder = NetflowDecoder::new(&DecoderConfig::default());
+    let mut out = DecodeOutput::default();
+    decode(&mut decoder, EXPORTER_A, datagram, &mut out).expect("valid datagram");
+    assert!(out.errors.is_empty(), "{:?}", out.errors);
+    out.flows
+        .iter()
+        .map(|f| (f.rtt_client_us, f.rtt_server_us, f.rtt_app_us, f.rtt_source))
+        .collect()
+}
+
+#[test]
+fn v9_nprobe_latency_fields_are_stored_in_microseconds() {
+    let template: &[u8] = &[
+        0x00, 0x00, // flowset id 0: templates
+        0x00, 0x18, // flowset length 24
+        0x01, 0x01, // template id 257
+        0x00, 0x04, // field count 4
+        0x00, 0x08, 0x00, 0x04, // IPV4_SRC_ADDR (8), 4 bytes
+        0xe0, 0xfb, 0x00, 0x04, // CLIENT_NW_LATENCY_MS (57595), 4 bytes
+        0xe0, 0xfc, 0x00, 0x04, // SERVER_NW_LATENCY_MS (57596), 4 bytes
+        0xe0, 0xfd, 0x00, 0x02, // APPL_LATENCY_MS (57597), 2 bytes (reduced size)
+    ];
+    let data: &[u8] = &[
+        0x01, 0x01, // flowset id 257
+        0x00, 0x24, // flowset length 36
+        // record 1
+        192, 0, 2, 10, // IPV4_SRC_ADDR
+        0x00, 0x00, 0x00, 0x0c, // client 12 ms
+        0x00, 0x00, 0x00, 0x50, // server 80 ms
+        0x01, 0x2c, // application 300 ms
+        // record 2: measured zero is kept as zero (it is not "unknown")
+        192, 0, 2, 11, // IPV4_SRC_ADDR
+        0x00, 0x00, 0x00, 0x00, // client 0 ms
+        0x00, 0x00, 0x00, 0x01, // server 1 ms
+        0x00, 0x02, // application 2 ms
+        0x00, 0x00, 0x00, 0x00, // padding
+    ];
+    assert_eq!(
+        latencies(&v9(1, 0, &[template, data])),
+        [
+            (Some(12_000), Some(80_000), Some(300_000), RttSource::Nprobe),
+            (Some(0), Some(1_000), Some(2_000), RttSource::Nprobe),
+        ]
+    );
+}
+
+#[test]
+fn v9_nprobe_older_second_and_microsecond_pairs_are_added() {
+    let template: &[u8] = &[
+        0x00, 0x00, // flowset id 0: templates
+        0x00, 0x1c, // flowset length 28
+        0x01, 0x02, // template id 258
+        0x00, 0x05, // field count 5
+        0x00, 0x08, 0x00, 0x04, // IPV4_SRC_ADDR (8), 4 bytes
+        0xe0, 0xd2, 0x00, 0x04, // CLIENT_NW_DELAY_SEC (57554), 4 bytes
+        0xe0, 0xd3, 0x00, 0x04, // CLIENT_NW_DELAY_USEC (57555), 4 bytes
+        0xe0, 0xd5, 0x00, 0x04, // SERVER_NW_DELAY_USEC (57557), 4 bytes (no SEC part)
+        0xe0, 0xd7, 0x00, 0x04, // APPL_LATENCY_USEC (57559), 4 bytes
+    ];
+    let data: &[u8] = &[
+        0x01, 0x02, // flowset id 258
+        0x00, 0x18, // flowset length 24
+        192, 0, 2, 10, // IPV4_SRC_ADDR
+        0x00, 0x00, 0x00, 0x01, // client 1 s
+        0x00, 0x00, 0x01, 0xf4, // + 500 µs
+        0x00, 0x00, 0x03, 0xe8, // server 1000 µs
+        0x00, 0x00, 0x07, 0xd0, // application 2000 µs
+    ];
+    assert_eq!(
+        latencies(&v9(1, 0, &[template, data])),
+        [(Some(1_000_500), Some(1_000), Some(2_000), RttSource::Nprobe)]
+    );
+}
+
+#[test]
+fn ipfix_ntop_and_netscaler_enterprise_latency_elements() {
+    let template: &[u8] = &[
+        0x00, 0x02, // set id 2: templates
+        0x00, 0x2c, // set length 44
+        0x01, 0x2c, // template id 300: nProbe
+        0x00, 0x03, // field count 3
+        0x00, 0x08, 0x00, 0x04, // sourceIPv4Address (8), 4 bytes
+        0x80, 0x7b, 0x00, 0x04, // enterprise bit + element 123 (CLIENT_NW_LATENCY_MS), 4 bytes
+        0x00, 0x00, 0x8b, 0x30, // enterprise number 35632 (ntop)
+        0x80, 0x7d, 0x00, 0x04, // enterprise bit + element 125 (APPL_LATENCY_MS), 4 bytes
+        0x00, 0x00, 0x8b, 0x30, // enterprise number 35632 (ntop)
+        0x01, 0x2d, // template id 301: NetScaler
+        0x00, 0x02, // field count 2
+        0x00, 0x08, 0x00, 0x04, // sourceIPv4Address (8), 4 bytes
+        0x80, 0x80, 0x00, 0x04, // enterprise bit + element 128 (round trip time), 4 bytes
+        0x00, 0x00, 0x17, 0x3f, // enterprise number 5951 (Citrix)
+    ];
+    let ntop_data: &[u8] = &[
+        0x01, 0x2c, // set id 300
+        0x00, 0x10, // set length 16
+        192, 0, 2, 10, // sourceIPv4Address
+        0x00, 0x00, 0x00, 0x07, // client 7 ms
+        0x00, 0x00, 0x00, 0x2a, // application 42 ms
+    ];
+    let netscaler_data: &[u8] = &[
+        0x01, 0x2d, // set id 301
+        0x00, 0x0c, // set length 12
+        192, 0, 2, 11, // sourceIPv4Address
+        0x00, 0x00, 0x00, 0x19, // round trip 25 ms
+    ];
+    assert_eq!(
+        latencies(&ipfix(5, 0, &[template, ntop_data, netscaler_data])),
+        [
+            (Some(7_000), None, Some(42_000), RttSource::Nprobe),
+            (Some(25_000), None, None, RttSource::Netscaler),
+        ]
+    );
+}
+
+#[test]
+fn records_without_latency_elements_store_null_not_zero() {
+    assert_eq!(
+        latencies(&v9(1, 0, &[V9_TEMPLATE_ADDR_BYTES, V9_DATA_256])),
+        [(None, None, None, RttSource::None)]
+    );
 }

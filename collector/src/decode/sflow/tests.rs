@@ -593,3 +593,62 @@ fn switch_vlan_falls_back_to_the_outgoing_vlan() {
         assert_eq!(run.out.flows[0].vlan, vlan, "src_vlan {src_vlan:#x}");
     }
 }
+
+/// An `extended_tcp_info` flow record (0:2209) with the given smoothed `rtt` (µs).
+fn extended_tcp_info(rtt_us: u32) -> Vec<u8> {
+    let mut record = vec![
+        0x00, 0x00, 0x08, 0xa1, // data_format 0:2209, extended_tcp_info
+        0x00, 0x00, 0x00, 0x30, // record length 48
+        0x00, 0x00, 0x00, 0x01, // dir 1: received
+        0x00, 0x00, 0x05, 0xa8, // snd_mss 1448
+        0x00, 0x00, 0x05, 0xa8, // rcv_mss 1448
+        0x00, 0x00, 0x00, 0x02, // unacked
+        0x00, 0x00, 0x00, 0x00, // lost
+        0x00, 0x00, 0x00, 0x01, // retrans
+        0x00, 0x00, 0x05, 0xdc, // pmtu 1500
+    ];
+    record.extend_from_slice(&rtt_us.to_be_bytes()); // rtt
+    record.extend_from_slice(&[
+        0x00, 0x00, 0x01, 0xf4, // rttvar 500 µs
+        0x00, 0x00, 0x00, 0x0a, // snd_cwnd
+        0x00, 0x00, 0x00, 0x03, // reordering
+        0x00, 0x00, 0x4e, 0x20, // min_rtt 20 000 µs
+    ]);
+    record
+}
+
+/// [`COMPACT_FLOW_VLAN_IPV6_TCP`] with `record` appended to its sample as a second flow record.
+fn with_second_flow_record(record: &[u8]) -> Vec<u8> {
+    let sample_length = 136 + record.len() as u32;
+    let mut datagram = with_word(&COMPACT_FLOW_VLAN_IPV6_TCP, SAMPLE_AT + 4, sample_length);
+    datagram = with_word(&datagram, SAMPLE_AT + 36, 2); // 2 flow records
+    datagram.extend_from_slice(record);
+    datagram
+}
+
+#[test]
+fn extended_tcp_info_rtt_is_stored_and_zero_means_not_measured() {
+    let mut run = Run::new();
+    let rtt = |run: &Run| {
+        let flow = &run.out.flows[0];
+        (
+            flow.rtt_client_us,
+            flow.rtt_server_us,
+            flow.rtt_app_us,
+            flow.rtt_source,
+        )
+    };
+    run.decode(&with_second_flow_record(&extended_tcp_info(23_456)))
+        .unwrap();
+    assert!(run.out.errors.is_empty(), "{:?}", run.out.errors);
+    assert_eq!(run.out.flows.len(), 1);
+    assert_eq!(run.out.flows[0].dst_port, 443, "the sampled header is still read");
+    assert_eq!(rtt(&run), (Some(23_456), None, None, RttSource::SflowTcpInfo));
+
+    run.decode(&with_second_flow_record(&extended_tcp_info(0)))
+        .unwrap();
+    assert_eq!(rtt(&run), (None, None, None, RttSource::None));
+
+    run.decode(&COMPACT_FLOW_VLAN_IPV6_TCP).unwrap();
+    assert_eq!(rtt(&run), (None, None, None, RttSource::None));
+}
