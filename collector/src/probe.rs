@@ -17,7 +17,8 @@
 //! - **Hop trace** ([`traceroute`], IPv4 only, raw socket): UDP datagrams to ports 33434 and up
 //!   with rising TTL, each answered by an ICMP time-exceeded from the router where the TTL ran
 //!   out, or port-unreachable from the target itself (the classic traceroute). Run on demand
-//!   (API) or when a path's latency SLA fires; the caller stores the hops.
+//!   (API, through [`PathTracer`]) or when a path's latency SLA fires; the caller stores the
+//!   hops.
 //!
 //! Binding: `bind_device` sets `SO_BINDTODEVICE` (the probe leaves through that interface
 //! whatever the routing table says; root), `bind_address` binds the source address (policy
@@ -27,6 +28,8 @@ use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
+use egress_query::api::{HopTracer, TraceError};
+pub use egress_query::probes::Hop;
 use egress_query::probes::{ProbeMethod, ProbeRow, PROBES_TABLE};
 use serde::{Deserialize, Serialize};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
@@ -403,17 +406,6 @@ pub fn icmp_echo(target: IpAddr, binding: &Binding, timeout: Duration) -> Outcom
     }
 }
 
-/// One hop of a trace: the router (or target) that answered at `ttl`, if any.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Hop {
-    /// The TTL of the datagram this hop answered (1 = first router).
-    pub ttl: u8,
-    /// Who answered; `None` when nothing did in time (shown as `*`).
-    pub address: Option<IpAddr>,
-    /// Round trip to that hop in microseconds; `None` without an answer.
-    pub rtt_us: Option<u32>,
-}
-
 /// First destination port of trace datagrams (the classic traceroute's), one more per TTL.
 pub const TRACE_BASE_PORT: u16 = 33434;
 
@@ -471,6 +463,54 @@ pub fn traceroute(target: IpAddr, binding: &Binding, max_hops: u8, timeout: Dura
         }
     }
     Ok(hops)
+}
+
+/// Hop traces through the prober's paths, from each path's binding: the [`HopTracer`] of the
+/// query API (`POST /api/v1/trace`), and what the monitor calls when a path's latency SLA starts
+/// firing.
+#[derive(Debug, Clone)]
+pub struct PathTracer {
+    paths: Vec<PathProbes>,
+}
+
+impl PathTracer {
+    /// A tracer for the paths of `config`.
+    pub fn new(config: &ProbeConfig) -> Self {
+        Self {
+            paths: config.paths.clone(),
+        }
+    }
+}
+
+impl HopTracer for PathTracer {
+    fn trace(
+        &self,
+        path: &str,
+        target: &str,
+        max_hops: u8,
+        hop_timeout: Duration,
+    ) -> std::result::Result<Vec<Hop>, TraceError> {
+        let probes = self
+            .paths
+            .iter()
+            .find(|p| p.path == path)
+            .ok_or_else(|| TraceError::UnknownPath(path.to_owned()))?;
+        // `host`, `address` or `host:port` (the port plays no part in a UDP trace); IPv4 only.
+        let (host, port) = match target.parse::<IpAddr>() {
+            Ok(address) => (address.to_string(), 0),
+            Err(_) => match split_target(target) {
+                Ok((host, port)) => (host.to_owned(), port),
+                Err(_) => (target.to_owned(), 0),
+            },
+        };
+        let address = std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port))
+            .map_err(|e| TraceError::BadTarget(format!("{target:?}: {e}")))?
+            .map(|a| a.ip())
+            .find(IpAddr::is_ipv4)
+            .ok_or_else(|| TraceError::BadTarget(format!("{target:?} has no IPv4 address")))?;
+        traceroute(address, &probes.binding(), max_hops, hop_timeout)
+            .map_err(|e| TraceError::Failed(e.to_string()))
+    }
 }
 
 /// Probes every target of every path once, concurrently, and returns one row per probe, ordered

@@ -14,6 +14,8 @@
 //! partitions; ordered by `(path, target, time)` because every reader asks for one path's (or
 //! target's) results over a time range.
 
+use std::net::IpAddr;
+
 use clickhouse::Row;
 use serde::{Deserialize, Serialize};
 use serde_repr::{Deserialize_repr, Serialize_repr};
@@ -66,6 +68,19 @@ pub struct ProbeRow {
     pub success: u8,
     /// Why the probe failed (`timeout`, `connection refused`, ...); empty on success.
     pub error: String,
+}
+
+/// One hop of a hop trace (the collector's `probe::traceroute`): the router, or the target,
+/// that answered the datagram sent with `ttl`. Served by `POST /api/v1/trace` and attached to
+/// latency alerts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hop {
+    /// The TTL of the datagram this hop answered (1 = first router).
+    pub ttl: u8,
+    /// Who answered; `None` when nothing did in time (a `*` in traceroute's output).
+    pub address: Option<IpAddr>,
+    /// Round trip to that hop in microseconds; `None` without an answer.
+    pub rtt_us: Option<u32>,
 }
 
 /// A string column that repeats few values: `LowCardinality(String)` where the server has the

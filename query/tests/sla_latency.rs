@@ -4,7 +4,8 @@
 //! `unreachable` (never a latency figure), a flaky path is judged on the probes that answered,
 //! a listed path without probes is no data, and per-target subjects tell a slow far end from a
 //! slow path. Also runs the example query of the `## Probes` section of `docs/schema.md` and
-//! reads the same probes through `GET /api/v1/probes`.
+//! reads the same probes through `GET /api/v1/probes`; `POST /api/v1/trace` is checked with a
+//! fixed tracer (the real one, the collector's `PathTracer`, is tested there on loopback).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -13,10 +14,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use egress_query::api::{self, AlertView, AlertsView, AlertsViewError, ApiState, NewSilence, SilenceView};
+use egress_query::api::{
+    self, AlertView, AlertsView, AlertsViewError, ApiState, HopTracer, NewSilence, SilenceView, TraceError,
+};
 use egress_query::connection::{self, ClickHouseConfig};
 use egress_query::migrate::migrate;
-use egress_query::probes::{probe_migrations, ProbeMethod, ProbeRow, PROBES_TABLE};
+use egress_query::probes::{probe_migrations, Hop, ProbeMethod, ProbeRow, PROBES_TABLE};
 use egress_query::sla::{
     evaluate_all, validate, EvalContext, KindName, LatencyConfig, LatencyScope, SlaConfig, SlaResult, Verdict,
 };
@@ -44,6 +47,42 @@ impl AlertsView for NoAlerts {
     fn expire_silence(&self, id: &str) -> Result<(), AlertsViewError> {
         Err(AlertsViewError::NotFound(id.to_owned()))
     }
+}
+
+/// Two hops through path `transit-a`, the second silent; other paths are unknown.
+#[derive(Debug)]
+struct FixedTracer;
+
+impl HopTracer for FixedTracer {
+    fn trace(&self, path: &str, _target: &str, max_hops: u8, _: Duration) -> Result<Vec<Hop>, TraceError> {
+        if path != "transit-a" {
+            return Err(TraceError::UnknownPath(path.to_owned()));
+        }
+        let hops = [
+            Hop {
+                ttl: 1,
+                address: Some("192.0.2.254".parse().unwrap()),
+                rtt_us: Some(1_500),
+            },
+            Hop {
+                ttl: 2,
+                address: None,
+                rtt_us: None,
+            },
+        ];
+        Ok(hops.into_iter().take(usize::from(max_hops)).collect())
+    }
+}
+
+async fn post(router: &axum::Router, uri: &str, body: &str) -> (StatusCode, Value) {
+    let request = Request::post(uri)
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_owned()))
+        .unwrap();
+    let response = router.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+    (status, serde_json::from_slice(&bytes).unwrap())
 }
 
 async fn get(router: &axum::Router, uri: &str) -> (StatusCode, Value) {
@@ -289,7 +328,7 @@ async fn latency_verdicts_on_clickhouse_18() {
         Arc::new(NoAlerts),
     )
     .unwrap();
-    let router = api::router(state);
+    let router = api::router(state.clone());
     // The API window is (now - window, now], like the other routes: 600 s holds all thirty.
     let (status, body) = get(&router, "/api/v1/probes?window=600").await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -315,4 +354,41 @@ async fn latency_verdicts_on_clickhouse_18() {
     assert!(body["error"].as_str().unwrap().contains("path"));
     let (status, _) = get(&router, "/api/v1/probes?window=10").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    // Hop traces: 503 without a prober in the process, then through the tracer.
+    let trace = r#"{"path": "transit-a", "target": "192.0.2.1:443"}"#;
+    let (status, body) = post(&router, "/api/v1/trace", trace).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    let router = api::router(state.with_tracer(Arc::new(FixedTracer)));
+    let (status, body) = post(&router, "/api/v1/trace", trace).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["hops"],
+        serde_json::json!([
+            { "ttl": 1, "address": "192.0.2.254", "rtt_ms": 1.5 },
+            { "ttl": 2, "address": null, "rtt_ms": null }
+        ])
+    );
+    let (status, _) = post(
+        &router,
+        "/api/v1/trace",
+        r#"{"path": "transit-b", "target": "192.0.2.1"}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    for (bad, parameter) in [
+        (r#"{"path": "transit-a", "target": "x;rm"}"#, "target"),
+        (
+            r#"{"path": "transit-a", "target": "192.0.2.1", "max_hops": 99}"#,
+            "max_hops",
+        ),
+        (r#"{"path": "transit-a"}"#, "body"),
+    ] {
+        let (status, body) = post(&router, "/api/v1/trace", bad).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+        assert!(
+            body["error"].as_str().unwrap().contains(parameter),
+            "{bad}: {body}"
+        );
+    }
 }

@@ -133,6 +133,28 @@ fn a_trace_to_loopback_is_one_hop() {
 }
 
 #[test]
+fn the_path_tracer_traces_from_a_configured_path_only() {
+    let tracer = PathTracer::new(&loopback_config(vec!["127.0.0.1:80".into()], false));
+    assert!(matches!(
+        tracer.trace("elsewhere", "127.0.0.1", 4, Duration::from_millis(300)),
+        Err(TraceError::UnknownPath(_))
+    ));
+    assert!(matches!(
+        tracer.trace("lo", "nonexistent.invalid", 4, Duration::from_millis(300)),
+        Err(TraceError::BadTarget(_))
+    ));
+    if let Err(reason) = icmp_permitted() {
+        eprintln!("trace skipped: {reason}");
+        return;
+    }
+    for target in ["127.0.0.1", "127.0.0.1:443", "localhost:80"] {
+        let hops = tracer.trace("lo", target, 4, Duration::from_millis(500)).unwrap();
+        assert_eq!(hops.len(), 1, "{target}: {hops:?}");
+        assert_eq!(hops[0].address, Some(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+    }
+}
+
+#[test]
 fn checksum_of_an_echo_request_verifies_to_zero() {
     let mut request = vec![8, 0, 0, 0, 0x12, 0x34, 0x00, 0x01, b'a', b'b', b'c'];
     let sum = checksum(&request);

@@ -29,6 +29,7 @@ mod paths;
 mod probes;
 mod slas;
 mod top;
+mod trace;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -47,6 +48,7 @@ pub use alerts::{
 pub use error::ApiError;
 pub use metrics::ApiMetrics;
 pub use openapi::openapi_document;
+pub use trace::{HopTracer, TraceError};
 
 /// Longest time a request may take before the API answers 504.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -117,6 +119,7 @@ pub struct ApiState {
     sla_names: Arc<[String]>,
     alerts: Arc<dyn AlertsView>,
     metrics: ApiMetrics,
+    tracer: Option<Arc<dyn HopTracer>>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -151,7 +154,15 @@ impl ApiState {
             sla_names: sla_names.into(),
             alerts,
             metrics: ApiMetrics::new(),
+            tracer: None,
         })
+    }
+
+    /// Serves `POST /api/v1/trace` with `tracer` (the collector's prober); without one the
+    /// route answers 503.
+    pub fn with_tracer(mut self, tracer: Arc<dyn HopTracer>) -> Self {
+        self.tracer = Some(tracer);
+        self
     }
 
     /// The API's own metrics (also served on `/metrics`).
@@ -231,6 +242,7 @@ fn endpoints() -> Vec<(Route, MethodRouter<ApiState>)> {
         endpoint(Verb::Get, "/api/v1/paths", paths::paths),
         endpoint(Verb::Get, "/api/v1/paths/p95", paths::p95),
         endpoint(Verb::Get, "/api/v1/probes", probes::probes),
+        endpoint(Verb::Post, "/api/v1/trace", trace::trace),
         endpoint(Verb::Get, "/api/v1/top", top::top),
         endpoint(Verb::Get, "/api/v1/flows", flows::flows),
         endpoint(Verb::Get, "/api/v1/slas", slas::latest),

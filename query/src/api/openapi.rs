@@ -120,6 +120,27 @@ pub fn openapi_document() -> Value {
     );
     history["responses"]["404"] = json!({ "$ref": "#/components/responses/NotFound" });
 
+    let mut trace = operation(
+        "Hop trace through one probed egress path (UDP datagrams with rising TTL)",
+        vec![],
+        "200",
+        "{\"path\", \"target\", \"hops\": [{\"ttl\", \"address\", \"rtt_ms\"}]}; address and rtt_ms are null for a hop that did not answer",
+    );
+    trace["requestBody"] = json!({
+        "required": true,
+        "content": { "application/json": { "schema": {
+            "type": "object",
+            "required": ["path", "target"],
+            "additionalProperties": false,
+            "properties": {
+                "path": { "type": "string", "maxLength": 200, "description": "A path of the prober's configuration." },
+                "target": { "type": "string", "maxLength": 255, "description": "Host or address, optionally with :port (ignored)." },
+                "max_hops": { "type": "integer", "minimum": 1, "maximum": super::trace::MAX_HOPS, "default": super::trace::MAX_HOPS }
+            }
+        }}}
+    });
+    trace["responses"]["404"] = json!({ "$ref": "#/components/responses/NotFound" });
+
     json!({
         "openapi": "3.0.3",
         "info": {
@@ -150,6 +171,7 @@ pub fn openapi_document() -> Value {
                     query("path", "Only this egress path (the prober's path label).", json!({ "type": "string", "maxLength": 200 }), false),
                 ],
                 "200", "{\"window\", \"from\", \"to\", \"source\": \"probes\", \"probes\": [{\"path\", \"target\", \"method\", \"probes\", \"failures\", \"failure_ratio\", \"p50_ms\", \"p95_ms\", \"p99_ms\", \"last_time\", \"last_success\", \"last_rtt_ms\", \"last_error\"}]}") },
+            "/api/v1/trace": { "post": trace },
             "/api/v1/top": { "get": operation(
                 "Top keys by scaled bytes over a window",
                 vec![
