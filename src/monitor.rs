@@ -74,7 +74,17 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let paths = model.paths().iter().map(api::PathInfo::from).collect();
     let sla_names = config.slas.iter().map(|s| s.name.clone()).collect();
     let alerts_view: Arc<dyn AlertsView> = Arc::new(StoreView { store: store.clone() });
-    let state = ApiState::new(client.clone(), &ch.database, paths, sla_names, alerts_view)?;
+    let tracer: Arc<dyn api::HopTracer> = Arc::new(egress_collector::probe::PathTracer::new(&config.probes));
+    let state =
+        ApiState::new(client.clone(), &ch.database, paths, sla_names, alerts_view)?.with_tracer(tracer);
+    let prober = (!config.probes.paths.is_empty()).then(|| {
+        let sink = ClickHouseSink::new(client.clone()).with_insert_timeout(ch.insert_timeout());
+        tokio::spawn(egress_collector::probe::run(
+            config.probes.clone(),
+            sink,
+            shutdown.clone(),
+        ))
+    });
     let address: SocketAddr = config
         .monitor
         .listen
@@ -103,6 +113,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         }
         // The notifier owned the last sender of delivery rows: the writer drains and stops.
         let _ = delivery_writer.await;
+        if let Some(prober) = prober {
+            let _ = prober.await;
+        }
         let _ = api_task.await;
         info!("monitor stopped");
     });

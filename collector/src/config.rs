@@ -64,6 +64,9 @@ pub struct Config {
     pub slas: Vec<egress_query::sla::SlaConfig>,
     /// Where alerts go (webhooks, Alertmanager, Slack, PagerDuty) and how often they repeat.
     pub alerting: egress_alerts::config::AlertingConfig,
+    /// Active probes of each egress path (TCP connect and ICMP echo RTT), run by the monitor
+    /// into the `probes` table; the latency SLA reads them.
+    pub probes: crate::probe::ProbeConfig,
 }
 
 /// Where the collector stores what it decodes.
@@ -281,6 +284,7 @@ impl Config {
                 .map(|p| format!("monitor.{p}")),
         );
         problems.extend(egress_query::sla::validate(&self.slas));
+        problems.extend(self.probes.problems().into_iter().map(|p| format!("probes.{p}")));
         if let Err(egress_alerts::config::Error::Invalid(alerting)) = self.alerting.validate() {
             problems.extend(alerting);
         }

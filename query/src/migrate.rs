@@ -579,6 +579,8 @@ pub fn ddl(version: &ServerVersion, config: &ClickHouseConfig) -> Vec<Migration>
     }
     // Rollups are numbered from 100, so the two lists never collide.
     migrations.extend(crate::rollups::rollup_migrations(version, config));
+    // Probes are numbered from 200.
+    migrations.extend(crate::probes::probe_migrations(version, config));
     migrations
 }
 
@@ -704,6 +706,7 @@ async fn reconcile_ttl(
     wanted_ttls.extend(
         crate::rollups::ttl_tables(config.retention_days)
             .into_iter()
+            .chain(crate::probes::ttl_tables(config.retention_days))
             .map(|(table, column, days)| (table.to_owned(), column.to_owned(), days)),
     );
     for (table, time_column, days) in wanted_ttls {
@@ -786,7 +789,7 @@ mod tests {
     fn migrations_are_numbered_in_order_and_named() {
         let migrations = ddl(&CURRENT, &config_with(30));
         let versions: Vec<u32> = migrations.iter().map(|m| m.version).collect();
-        assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7, 8, 100, 101, 102]);
+        assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7, 8, 100, 101, 102, 200]);
         assert_eq!(migrations[1].name, "create_flows");
         assert_eq!(migrations[3].name, "create_interface_counters");
         assert_eq!(migrations[4].name, "add_flow_classification");

@@ -43,9 +43,13 @@ struct ExpiredPartition {
 /// server generation and the comparison runs on the server, so the collector's clock does not
 /// matter. Runs unchanged on 18.16 and current servers (`tests/chdb` runs it on the latter).
 pub fn expired_partitions_query(database: &str, retention_days: u32) -> String {
+    // The schema tables and the probes follow `retention_days`; rollups keep longer and have
+    // their own job (`crate::rollups::enforce_retention`).
     let table_list = tables()
         .iter()
-        .map(|t| format!("'{}'", t.name))
+        .map(|t| t.name)
+        .chain([crate::probes::PROBES_TABLE])
+        .map(|name| format!("'{name}'"))
         .collect::<Vec<_>>()
         .join(", ");
     format!(

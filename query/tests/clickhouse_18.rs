@@ -212,7 +212,8 @@ async fn migrations_apply_once_and_tables_match_the_row_structs() {
             "008_add_flow_rtt",
             "100_create_rollups_path",
             "101_create_rollups_src_host",
-            "102_create_rollups_dst_as"
+            "102_create_rollups_dst_as",
+            "200_create_probes"
         ]
     );
     assert!(first.present.is_empty());
@@ -222,12 +223,12 @@ async fn migrations_apply_once_and_tables_match_the_row_structs() {
         "second run applied {:?}",
         second.applied
     );
-    assert_eq!(second.present.len(), 11);
+    assert_eq!(second.present.len(), 12);
     assert_eq!(
         server
             .query_scalar("SELECT count() FROM egress.schema_migrations")
             .unwrap(),
-        "11"
+        "12"
     );
 
     // Columns: the row structs' fields in order, the DDL's types and comments. (18.16's
@@ -391,7 +392,8 @@ async fn classification_columns_are_added_to_an_older_flows_table() {
             "008_add_flow_rtt",
             "100_create_rollups_path",
             "101_create_rollups_src_host",
-            "102_create_rollups_dst_as"
+            "102_create_rollups_dst_as",
+            "200_create_probes"
         ]
     );
     let columns: Vec<SystemColumn> = client

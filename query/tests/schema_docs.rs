@@ -174,8 +174,8 @@ fn dump_ddl_for_both_generations() {
             }
         }
         std::fs::write(dir.join(file), &text).unwrap();
-        // Five schema tables and six rollup tables (minute and hour for three dimensions).
-        assert_eq!(text.matches("CREATE TABLE").count(), 11);
+        // Five schema tables, six rollup tables (minute and hour for three dimensions), probes.
+        assert_eq!(text.matches("CREATE TABLE").count(), 12);
     }
     let retention = egress_query::retention::expired_partitions_query("egress", 30);
     std::fs::write(dir.join("retention.sql"), retention + "\n").unwrap();

@@ -606,6 +606,10 @@ fn dump_dir() -> PathBuf {
 #[test]
 fn dump_sla_sql() {
     let mut slas = slas();
+    // The latency kind reads the probes table (created by migration 200 in the DDL dump).
+    let mut latency = sla("latency", egress_query::sla::KindName::Latency);
+    latency.latency = Some(egress_query::sla::LatencyConfig::default());
+    slas.push(latency);
     if let Some(e) = slas[2].exfiltration.as_mut() {
         e.allow.hours_utc = Some("22-06".into());
         e.group = egress_query::sla::SourceGroup::Subnet24;
