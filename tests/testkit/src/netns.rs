@@ -1,41 +1,48 @@
-//! A real network with a delayed path, for the latency tests: a network namespace holding a
-//! TCP target that the root namespace reaches by two paths, one direct and one through a
-//! userspace delay line whose delay the test changes at run time. In: nothing but root
-//! privileges, `ip` (iproute2) and `/dev/net/tun`. Out: a [`DelayRig`] with one [`ProbePath`]
-//! per path (target `host:port`, source address, device). At drop the listener is closed, the
-//! namespace and every link are deleted and the delay-line threads are joined.
+//! A real network with a delayed path, for the latency tests: a target namespace holding a TCP
+//! listener that the root namespace reaches by two paths, one direct and one through a router
+//! namespace behind a userspace delay line whose delay the test changes at run time. In: nothing
+//! but root privileges, `ip` (iproute2) and `/dev/net/tun`. Out: a [`DelayRig`] with one
+//! [`ProbePath`] per path (target `host:port`, source address, device). At drop the listener is
+//! closed, both namespaces and every link are deleted and the delay-line threads are joined.
 //!
 //! This kernel has no `netem` qdisc, so the delay is made in this process: two TUN devices, one
-//! in each namespace, and a thread per direction that reads packets from one device and writes
-//! them to the other. Moving a TUN device into another namespace (`ip link set DEV netns NS`)
-//! keeps the file descriptor this process holds, so both ends of the delay line stay readable.
+//! in the root namespace and one in the router namespace, and a thread per direction that reads
+//! packets from one device and writes them to the other. Moving a TUN device into another
+//! namespace (`ip link set DEV netns NS`) keeps the file descriptor this process holds, so both
+//! ends of the delay line stay readable and writable from here.
 //!
 //! ```text
-//!  root namespace (prober)                          namespace egress-tgt-<pid>-<n>
-//!  -----------------------                          ------------------------------
-//!                     fast path (veth pair)
-//!  eg<pid>-<n>a  10.200.K.1/24  <==================>  eg<pid>-<n>b  10.200.K.2/24
-//!                                                                       \
-//!                     slow path (delay line)                             TCP listener
-//!  eg<pid>-<n>s  10.200.K+1.1/24  (TUN)             (TUN)               /  0.0.0.0:PORT
-//!        |                                          eg<pid>-<n>t  10.200.K+1.2/24
-//!        | fd read                                          ^ fd write
-//!        v                                                  |
-//!      [ delay thread: hold each packet for `delay` ] ------+      (root -> target)
-//!      [ reverse thread: forwards at once         ] <------ fd read (target -> root)
+//!  root namespace (prober)                                     egress-tgt-<pid>-<n>
+//!  ----------------------                                      --------------------
+//!          fast path: veth pair, one hop
+//!  eg<pid>-<n>a 10.200.K.1/24 <=================================> eg<pid>-<n>b 10.200.K.2/24
+//!                                                                        |
+//!          slow path: TUN + delay line + router, two hops          TCP listener
+//!                                      egress-rtr-<pid>-<n>        0.0.0.0:PORT
+//!                                      --------------------              |
+//!  eg<pid>-<n>s 10.200.K+1.1/24       eg<pid>-<n>t 10.200.K+1.2/24       |
+//!   (TUN)  route 10.200.K+2.0/24       (TUN)   ip_forward=1              |
+//!     |     via 10.200.K+1.2            ^ |                              |
+//!     | read                      write | | read                         |
+//!     v                                 | v                              |
+//!   [ delay thread: holds each packet ]-+ |                              |
+//!   [ reverse thread: forwards at once ]<-+                              |
+//!                                     eg<pid>-<n>r 10.200.K+2.1/24 <===> eg<pid>-<n>c 10.200.K+2.2/24
+//!                                                           route 10.200.K+1.0/24 via 10.200.K+2.1
 //! ```
 //!
-//! Each namespace routes the other's /24 by its connected route, so no policy routing is
-//! needed: a connection from the root namespace to `10.200.K.2` takes the veth pair and one to
-//! `10.200.K+1.2` takes the TUN devices. The delay is applied in one direction only (root to
-//! target), so a TCP connect RTT through the slow path grows by exactly the delay.
+//! A connection from the root namespace to `10.200.K.2` takes the veth pair (the target is the
+//! first hop); one to `10.200.K+2.2` takes the TUN devices and is forwarded by the router (first
+//! hop `10.200.K+1.2`, which answers TTL 1 with ICMP time exceeded; the target is the second).
+//! The delay is applied in one direction only (root to router), so a TCP connect RTT through the
+//! slow path grows by exactly the delay, at every hop from the first.
 //!
-//! The listener is bound inside the namespace by a short-lived thread that enters it with
+//! The listener is bound inside the target namespace by a short-lived thread that enters it with
 //! `setns(2)` (only that thread changes namespace); the socket keeps its namespace after the
 //! thread is gone, and the accept loop runs in an ordinary thread.
 //!
 //! Names carry the process id and a per-process counter, so rigs of concurrent tests and test
-//! processes never meet; `K` is the first even third octet whose two /24s no root-namespace
+//! processes never meet; `K` is the first multiple of 4 whose three /24s no root-namespace
 //! address uses. Leftovers of a crashed run (namespaces and links whose process id is no longer
 //! running) are deleted when a rig starts.
 
@@ -55,8 +62,8 @@ use anyhow::{bail, Context, Result};
 use nix::sched::{setns, CloneFlags};
 use tun_tap::{Iface, Mode};
 
-/// Prefix of every namespace a rig creates; the rest is `<pid>-<n>`.
-const NAMESPACE_PREFIX: &str = "egress-tgt-";
+/// Prefix of every namespace a rig creates; the rest is `tgt-<pid>-<n>` or `rtr-<pid>-<n>`.
+const NAMESPACE_PREFIX: &str = "egress-";
 
 /// Largest IP packet the delay line forwards (the TUN devices' MTU is 1500).
 const MAX_PACKET: usize = 65_536;
@@ -78,16 +85,20 @@ pub struct ProbePath {
     pub source: IpAddr,
     /// This path's device in the root namespace (`SO_BINDTODEVICE`).
     pub device: String,
+    /// The addresses a hop trace along this path meets, first hop first (the last is the
+    /// target's address).
+    pub hops: Vec<IpAddr>,
 }
 
 /// Two paths from the root namespace to a TCP listener in a namespace of its own, one direct
 /// and one through a userspace delay line (see the module header for the topology).
 pub struct DelayRig {
-    namespace: String,
+    target_ns: String,
+    router_ns: String,
     fast: ProbePath,
     slow: ProbePath,
-    /// The delay line's TUN device inside the namespace.
-    tun_target: String,
+    /// The delay line's TUN device inside the router namespace.
+    tun_router: String,
     delay_micros: Arc<AtomicU64>,
     stopping: Arc<AtomicBool>,
     accept_thread: Option<JoinHandle<()>>,
@@ -97,7 +108,8 @@ pub struct DelayRig {
 impl fmt::Debug for DelayRig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DelayRig")
-            .field("namespace", &self.namespace)
+            .field("target_ns", &self.target_ns)
+            .field("router_ns", &self.router_ns)
             .field("fast", &self.fast)
             .field("slow", &self.slow)
             .field("delay", &self.delay())
@@ -116,91 +128,86 @@ pub fn available() -> bool {
 }
 
 impl DelayRig {
-    /// Creates the namespace, both paths and the listener, with no delay yet.
+    /// Creates the namespaces, both paths and the listener, with no delay yet.
     pub fn start() -> Result<DelayRig> {
         let _setup = SETUP.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         delete_stale_leftovers();
 
         let pid = std::process::id();
         let n = RIG_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let namespace = format!("{NAMESPACE_PREFIX}{pid}-{n}");
+        let target_ns = format!("{NAMESPACE_PREFIX}tgt-{pid}-{n}");
+        let router_ns = format!("{NAMESPACE_PREFIX}rtr-{pid}-{n}");
         let link = |suffix: char| format!("eg{pid}-{n}{suffix}");
-        let (veth_root, veth_target, tun_root, tun_target) = (link('a'), link('b'), link('s'), link('t'));
-        let octet = free_subnet_pair()?;
-        let fast_net = [10, 200, octet];
-        let slow_net = [10, 200, octet + 1];
-        let address = |net: [u8; 3], host: u8| Ipv4Addr::new(net[0], net[1], net[2], host);
+        let (fast_root, fast_target) = (link('a'), link('b'));
+        let (tun_root, tun_router) = (link('s'), link('t'));
+        let (inner_router, inner_target) = (link('r'), link('c'));
+        let k = free_subnets()?;
+        let net = |offset: u8, host: u8| Ipv4Addr::new(10, 200, k + offset, host);
+        let (fast_net, slow_net, inner_net) = (0, 1, 2);
 
-        // From here on a failure must not leave the namespace behind: the guard deletes it.
-        ip(&["netns", "add", &namespace])?;
+        // From here on a failure must not leave a namespace behind: the guard deletes them.
         let mut guard = NamespaceGuard {
-            namespace: namespace.clone(),
+            namespaces: vec![target_ns.clone(), router_ns.clone()],
             armed: true,
         };
-        ip_in(&namespace, &["link", "set", "lo", "up"])?;
-
-        ip(&[
-            "link",
-            "add",
-            &veth_root,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &veth_target,
-            "netns",
-            &namespace,
+        ip_script(&[
+            format!("netns add {target_ns}"),
+            format!("netns add {router_ns}"),
+            format!("-n {target_ns} link set lo up"),
+            format!("-n {router_ns} link set lo up"),
+            // Fast path.
+            format!("link add {fast_root} type veth peer name {fast_target} netns {target_ns}"),
+            format!("addr add {}/24 dev {fast_root}", net(fast_net, 1)),
+            format!("link set {fast_root} up"),
+            format!(
+                "-n {target_ns} addr add {}/24 dev {fast_target}",
+                net(fast_net, 2)
+            ),
+            format!("-n {target_ns} link set {fast_target} up"),
+            // Router to target, and the target's way back to the slow path's source.
+            format!(
+                "-n {router_ns} link add {inner_router} type veth peer name {inner_target} netns {target_ns}"
+            ),
+            format!(
+                "-n {router_ns} addr add {}/24 dev {inner_router}",
+                net(inner_net, 1)
+            ),
+            format!("-n {router_ns} link set {inner_router} up"),
+            format!(
+                "-n {target_ns} addr add {}/24 dev {inner_target}",
+                net(inner_net, 2)
+            ),
+            format!("-n {target_ns} link set {inner_target} up"),
+            format!(
+                "-n {target_ns} route add {}/24 via {}",
+                net(slow_net, 0),
+                net(inner_net, 1)
+            ),
         ])?;
-        ip(&[
-            "addr",
-            "add",
-            &format!("{}/24", address(fast_net, 1)),
-            "dev",
-            &veth_root,
-        ])?;
-        ip(&["link", "set", &veth_root, "up"])?;
-        ip_in(
-            &namespace,
-            &[
-                "addr",
-                "add",
-                &format!("{}/24", address(fast_net, 2)),
-                "dev",
-                &veth_target,
-            ],
-        )?;
-        ip_in(&namespace, &["link", "set", &veth_target, "up"])?;
+        enable_forwarding(&router_ns)?;
 
         let root_end = Arc::new(
             Iface::without_packet_info(&tun_root, Mode::Tun)
                 .with_context(|| format!("open TUN {tun_root}"))?,
         );
-        let target_end = Arc::new(
-            Iface::without_packet_info(&tun_target, Mode::Tun)
-                .with_context(|| format!("open TUN {tun_target}"))?,
+        let router_end = Arc::new(
+            Iface::without_packet_info(&tun_router, Mode::Tun)
+                .with_context(|| format!("open TUN {tun_router}"))?,
         );
-        ip(&["link", "set", &tun_target, "netns", &namespace])?;
-        ip(&[
-            "addr",
-            "add",
-            &format!("{}/24", address(slow_net, 1)),
-            "dev",
-            &tun_root,
+        ip_script(&[
+            format!("link set {tun_router} netns {router_ns}"),
+            format!("addr add {}/24 dev {tun_root}", net(slow_net, 1)),
+            format!("link set {tun_root} up"),
+            format!(
+                "route add {}/24 via {} dev {tun_root}",
+                net(inner_net, 0),
+                net(slow_net, 2)
+            ),
+            format!("-n {router_ns} addr add {}/24 dev {tun_router}", net(slow_net, 2)),
+            format!("-n {router_ns} link set {tun_router} up"),
         ])?;
-        ip(&["link", "set", &tun_root, "up"])?;
-        ip_in(
-            &namespace,
-            &[
-                "addr",
-                "add",
-                &format!("{}/24", address(slow_net, 2)),
-                "dev",
-                &tun_target,
-            ],
-        )?;
-        ip_in(&namespace, &["link", "set", &tun_target, "up"])?;
 
-        let listener = listen_in_namespace(&namespace)?;
+        let listener = listen_in_namespace(&target_ns)?;
         let port = listener.local_addr()?.port();
         let stopping = Arc::new(AtomicBool::new(false));
         let accept_thread = {
@@ -211,35 +218,33 @@ impl DelayRig {
         };
 
         let delay_micros = Arc::new(AtomicU64::new(0));
-        let mut delay_threads = Vec::new();
-        delay_threads.extend(delay_line(
-            &root_end,
-            &target_end,
-            Some(Arc::clone(&delay_micros)),
-            &stopping,
-        )?);
-        delay_threads.extend(delay_line(&target_end, &root_end, None, &stopping)?);
+        let mut delay_threads =
+            delay_line(&root_end, &router_end, Some(Arc::clone(&delay_micros)), &stopping)?;
+        delay_threads.extend(delay_line(&router_end, &root_end, None, &stopping)?);
 
+        // The rig now owns the cleanup (its Drop deletes the namespaces).
+        guard.armed = false;
         let rig = DelayRig {
-            namespace,
+            target_ns,
+            router_ns,
             fast: ProbePath {
-                target: SocketAddr::new(address(fast_net, 2).into(), port),
-                source: address(fast_net, 1).into(),
-                device: veth_root,
+                target: SocketAddr::new(net(fast_net, 2).into(), port),
+                source: net(fast_net, 1).into(),
+                device: fast_root,
+                hops: vec![net(fast_net, 2).into()],
             },
             slow: ProbePath {
-                target: SocketAddr::new(address(slow_net, 2).into(), port),
-                source: address(slow_net, 1).into(),
+                target: SocketAddr::new(net(inner_net, 2).into(), port),
+                source: net(slow_net, 1).into(),
                 device: tun_root,
+                hops: vec![net(slow_net, 2).into(), net(inner_net, 2).into()],
             },
-            tun_target,
+            tun_router,
             delay_micros,
             stopping,
             accept_thread: Some(accept_thread),
             delay_threads,
         };
-        // The rig now owns the cleanup (its Drop deletes the namespace).
-        guard.armed = false;
         rig.wait_until_reachable()?;
         Ok(rig)
     }
@@ -265,8 +270,13 @@ impl DelayRig {
     }
 
     /// Name of the target namespace (for `ip netns exec` in a test).
-    pub fn namespace(&self) -> &str {
-        &self.namespace
+    pub fn target_namespace(&self) -> &str {
+        &self.target_ns
+    }
+
+    /// Name of the router namespace on the slow path.
+    pub fn router_namespace(&self) -> &str {
+        &self.router_ns
     }
 
     /// Sets the delay the slow path adds (root to target direction) from now on; packets
@@ -311,28 +321,32 @@ impl Drop for DelayRig {
             let _ = thread.join();
         }
         // Deleting the devices wakes the delay-line readers with an error, and they return. The
-        // target's TUN device is deleted by name: deleting the namespace alone would leave it
-        // until the kernel frees the namespace, which waits for its TIME_WAIT sockets (minutes).
+        // router's TUN device is deleted by name: deleting the namespace alone would leave it
+        // until the kernel frees the namespace, which can wait for TIME_WAIT sockets (minutes).
         let _ = ip(&["link", "del", &self.slow.device]);
-        let _ = ip_in(&self.namespace, &["link", "del", &self.tun_target]);
+        let _ = ip(&["-n", &self.router_ns, "link", "del", &self.tun_router]);
         let _ = ip(&["link", "del", &self.fast.device]);
-        let _ = ip(&["netns", "del", &self.namespace]);
+        for namespace in [&self.router_ns, &self.target_ns] {
+            let _ = ip(&["netns", "del", namespace]);
+        }
         for thread in self.delay_threads.drain(..) {
             let _ = thread.join();
         }
     }
 }
 
-/// Deletes the namespace if the rig fails half-way through its start.
+/// Deletes the namespaces if the rig fails half-way through its start.
 struct NamespaceGuard {
-    namespace: String,
+    namespaces: Vec<String>,
     armed: bool,
 }
 
 impl Drop for NamespaceGuard {
     fn drop(&mut self) {
         if self.armed {
-            let _ = ip(&["netns", "del", &self.namespace]);
+            for namespace in &self.namespaces {
+                let _ = ip(&["netns", "del", namespace]);
+            }
         }
     }
 }
@@ -426,15 +440,38 @@ fn accept_loop(listener: &TcpListener, stopping: &AtomicBool) {
     }
 }
 
-/// The first even third octet `K` such that neither `10.200.K.0/24` nor `10.200.K+1.0/24` is
-/// used by an address of the root namespace.
-fn free_subnet_pair() -> Result<u8> {
-    let addresses = ip_output(&["-4", "-o", "addr", "show"])?;
-    let used = |octet: u8| addresses.contains(&format!(" 10.200.{octet}."));
-    (2..=252u8)
-        .step_by(2)
-        .find(|&octet| !used(octet) && !used(octet + 1))
-        .context("no free 10.200.K.0/24 pair")
+/// The first third octet `K` (a multiple of 4) such that none of `10.200.K.0/24`,
+/// `10.200.K+1.0/24` and `10.200.K+2.0/24` is used by an address or route of the root namespace.
+fn free_subnets() -> Result<u8> {
+    let used = ip_output(&["-4", "-o", "addr", "show"])? + &ip_output(&["-4", "route", "show"])?;
+    let taken = |octet: u8| used.contains(&format!("10.200.{octet}."));
+    (4..=248u8)
+        .step_by(4)
+        .find(|&k| (k..k + 3).all(|octet| !taken(octet)))
+        .context("no free 10.200.K.0/24 triple")
+}
+
+/// Lets the router namespace forward between its TUN device and its veth.
+fn enable_forwarding(namespace: &str) -> Result<()> {
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            namespace,
+            "sysctl",
+            "-q",
+            "-w",
+            "net.ipv4.ip_forward=1",
+        ])
+        .output()
+        .context("run ip netns exec sysctl")?;
+    if !out.status.success() {
+        bail!(
+            "enable forwarding in {namespace}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
 }
 
 /// Deletes namespaces and root-namespace links left by rigs of processes that are gone.
@@ -445,10 +482,12 @@ fn delete_stale_leftovers() {
             .lines()
             .filter_map(|line| line.split_whitespace().next())
         {
+            // "egress-tgt-<pid>-<n>" or "egress-rtr-<pid>-<n>".
             let Some(rest) = name.strip_prefix(NAMESPACE_PREFIX) else {
                 continue;
             };
-            if dead(rest.split('-').next().unwrap_or("")) {
+            let pid = rest.split('-').nth(1).unwrap_or("");
+            if pid.bytes().all(|b| b.is_ascii_digit()) && dead(pid) {
                 let _ = ip(&["netns", "del", name]);
             }
         }
@@ -475,11 +514,11 @@ fn ip(args: &[&str]) -> Result<()> {
     ip_output(args).map(drop)
 }
 
-/// Runs `ip -n NAMESPACE ARGS`.
-fn ip_in(namespace: &str, args: &[&str]) -> Result<()> {
-    let mut all = vec!["-n", namespace];
-    all.extend_from_slice(args);
-    ip(&all)
+/// Runs `ip` once per line, each line's words being the arguments (none contains a space).
+fn ip_script(lines: &[String]) -> Result<()> {
+    lines
+        .iter()
+        .try_for_each(|line| ip(&line.split_whitespace().collect::<Vec<_>>()))
 }
 
 /// Runs `ip ARGS` and returns its standard output, failing with its standard error.

@@ -40,7 +40,10 @@ fn slow_path_rtt_follows_the_delay_and_fast_path_stays_fast() {
     }
     let rig = DelayRig::start().expect("start rig");
     eprintln!("{rig:?}");
-    let namespace = rig.namespace().to_owned();
+    let namespaces = [
+        rig.target_namespace().to_owned(),
+        rig.router_namespace().to_owned(),
+    ];
     let devices = [rig.fast_path().device.clone(), rig.slow_path().device.clone()];
     assert_ne!(rig.fast_target().ip(), rig.slow_target().ip());
 
@@ -98,10 +101,10 @@ fn slow_path_rtt_follows_the_delay_and_fast_path_stays_fast() {
     );
 
     drop(rig);
-    assert!(
-        !ip_output(&["netns", "list"]).contains(&namespace),
-        "namespace {namespace} left behind"
-    );
+    let left = ip_output(&["netns", "list"]);
+    for namespace in namespaces {
+        assert!(!left.contains(&namespace), "namespace {namespace} left behind");
+    }
     let links = ip_output(&["-o", "link", "show"]);
     for device in devices {
         assert!(
@@ -140,5 +143,49 @@ fn two_rigs_at_once_get_their_own_subnets() {
     assert!(
         second_slow >= Duration::from_millis(50),
         "second rig slow path {second_slow:?}"
+    );
+}
+
+/// A TCP connect with the given TTL: `Ok(rtt)` when the target answered, `Err` with the error
+/// otherwise (a hop that drops the SYN answers ICMP time exceeded: EHOSTUNREACH at once).
+fn connect_with_ttl(target: SocketAddr, ttl: u32) -> Result<Duration, std::io::Error> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    socket.set_ttl_v4(ttl)?;
+    let started = Instant::now();
+    socket.connect_timeout(&target.into(), Duration::from_secs(2))?;
+    Ok(started.elapsed())
+}
+
+#[test]
+fn slow_path_has_a_router_hop_and_fast_path_none() {
+    if !netns::available() {
+        eprintln!("skipped: /dev/net/tun or `ip netns` is unavailable (root needed)");
+        return;
+    }
+    let rig = DelayRig::start().expect("start rig");
+    assert_eq!(rig.fast_path().hops, vec![rig.fast_target().ip()]);
+    assert_eq!(rig.slow_path().hops.len(), 2);
+    assert_eq!(rig.slow_path().hops[1], rig.slow_target().ip());
+
+    connect_with_ttl(rig.fast_target(), 1).expect("fast target is the first hop");
+    rig.set_delay(Duration::from_millis(30));
+    let started = Instant::now();
+    let first_hop = connect_with_ttl(rig.slow_target(), 1).expect_err("TTL 1 ends at the router");
+    let first_hop_rtt = started.elapsed();
+    eprintln!("slow path, TTL 1: {first_hop} after {first_hop_rtt:?}");
+    assert_eq!(
+        first_hop.raw_os_error(),
+        Some(nix::libc::EHOSTUNREACH),
+        "{first_hop}"
+    );
+    assert!(
+        first_hop_rtt >= Duration::from_millis(30),
+        "first hop {first_hop_rtt:?}"
+    );
+    let second_hop = connect_with_ttl(rig.slow_target(), 2).expect("TTL 2 reaches the target");
+    eprintln!("slow path, TTL 2: {second_hop:?}");
+    assert!(
+        second_hop >= Duration::from_millis(30),
+        "second hop {second_hop:?}"
     );
 }
