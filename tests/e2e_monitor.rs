@@ -512,3 +512,95 @@ min_samples = 1000000
     );
     egress.stop();
 }
+
+/// Latency through real network namespaces: two probed paths to a target namespace, one through
+/// a userspace delay line. 80 ms of delay on the slow path fires its latency SLA while the fast
+/// path stays ok; removing the delay resolves it. A path whose only target refuses every probe
+/// raises its own `unreachable` alert, not a latency figure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_sla_fires_on_a_delayed_path_and_resolves() {
+    use egress_testkit::netns::DelayRig;
+
+    let delay = DelayRig::start().expect("network namespaces with a TUN delay line (needs root)");
+    let fast = delay.fast_target();
+    let slow = delay.slow_target();
+    // Nobody listens on this port of the fast target: every probe is refused.
+    let dead = SocketAddr::new(fast.ip(), free_tcp_port().expect("unused port"));
+    let rig = Rig::start(
+        "latency_e2e",
+        &format!(
+            r#"
+[[slas]]
+name = "path-latency"
+kind = "latency"
+window_seconds = 6
+for_seconds = 0
+severity = "warning"
+[slas.latency]
+percentile = 0.5
+threshold_ms = 50
+per = "path"
+min_samples = 3
+
+[probes]
+interval_seconds = 1
+timeout_ms = 500
+
+[[probes.paths]]
+path = "fast"
+targets = ["{fast}"]
+
+[[probes.paths]]
+path = "slow"
+targets = ["{slow}"]
+
+[[probes.paths]]
+path = "dead"
+targets = ["{dead}"]
+"#
+        ),
+    )
+    .await;
+    let received = &rig.received;
+    let mut egress = rig.egress().await;
+    let alerts = |status: &str, check: &str, path: &str| {
+        payloads(received, "path-latency")
+            .iter()
+            .flat_map(|(_, p)| p["alerts"].as_array().cloned().unwrap_or_default())
+            .filter(|a| a["status"] == status && a["labels"]["check"] == check && a["labels"]["path"] == path)
+            .count()
+    };
+
+    // The dead path: unreachable, never a latency figure.
+    wait_until("the unreachable alert", Duration::from_secs(60), || {
+        alerts("firing", "unreachable", "dead") == 1
+    })
+    .await;
+    assert_eq!(
+        alerts("firing", "latency", "dead"),
+        0,
+        "an unreachable path has no latency figure"
+    );
+
+    delay.set_delay(Duration::from_millis(80));
+    wait_until("the slow path's latency alert", Duration::from_secs(60), || {
+        alerts("firing", "latency", "slow") == 1
+    })
+    .await;
+    assert_eq!(alerts("firing", "latency", "fast"), 0, "the fast path stays ok");
+
+    delay.set_delay(Duration::ZERO);
+    wait_until("the slow path's resolution", Duration::from_secs(60), || {
+        alerts("resolved", "latency", "slow") == 1
+    })
+    .await;
+    let probes = rig
+        .clickhouse
+        .query_scalar(
+            "SELECT path, count(), toUInt32(max(rtt_us)) FROM latency_e2e.probes WHERE success = 1 \
+             GROUP BY path ORDER BY path FORMAT TSV",
+        )
+        .expect("probes");
+    eprintln!("probes stored (path, answered, max rtt µs):\n{probes}");
+    egress.stop();
+}
