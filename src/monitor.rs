@@ -75,8 +75,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let sla_names = config.slas.iter().map(|s| s.name.clone()).collect();
     let alerts_view: Arc<dyn AlertsView> = Arc::new(StoreView { store: store.clone() });
     let tracer: Arc<dyn api::HopTracer> = Arc::new(egress_collector::probe::PathTracer::new(&config.probes));
-    let state =
-        ApiState::new(client.clone(), &ch.database, paths, sla_names, alerts_view)?.with_tracer(tracer);
+    let state = ApiState::new(client.clone(), &ch.database, paths, sla_names, alerts_view)?
+        .with_tracer(tracer.clone());
     let prober = (!config.probes.paths.is_empty()).then(|| {
         let sink = ClickHouseSink::new(client.clone()).with_insert_timeout(ch.insert_timeout());
         tokio::spawn(egress_collector::probe::run(
@@ -105,7 +105,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     info!(%api_address, slas = config.slas.len(), "monitor started");
 
     let done = tokio::spawn(async move {
-        evaluation_loop(&config, &client, &model, &store, &notify_tx, &shutdown).await;
+        evaluation_loop(&config, &client, &model, &store, &tracer, &notify_tx, &shutdown).await;
         drop(notify_tx);
         let report = notifier_task.await;
         if let Err(error) = report {
@@ -133,6 +133,7 @@ async fn evaluation_loop(
     client: &clickhouse::Client,
     model: &EgressModel,
     store: &Mutex<AlertStore>,
+    tracer: &Arc<dyn api::HopTracer>,
     notify: &mpsc::Sender<Vec<Notification>>,
     shutdown: &CancellationToken,
 ) {
@@ -183,7 +184,10 @@ async fn evaluation_loop(
                     continue;
                 }
             };
-            let samples: Vec<AlertSample> = results.iter().map(|r| alert_sample(r, sla)).collect();
+            let mut samples: Vec<AlertSample> = results.iter().map(|r| alert_sample(r, sla)).collect();
+            if sla.kind == sla::KindName::Latency {
+                attach_traces(&mut samples, store, tracer, config).await;
+            }
             let rule = alert_rule(sla, config);
             match store
                 .lock()
@@ -247,6 +251,73 @@ async fn migrated(
         }
         delay = (delay * 2).min(Duration::from_secs(30));
     }
+}
+
+/// A breaching latency sample whose alert is not firing yet gets a hop trace from its path's
+/// binding to its target (the `target` label, or the path's first probe target) as the
+/// annotation `trace`; while the alert fires, the trace it started with is kept. So the firing
+/// notification and the stored alert show the route the packets took when latency went bad.
+async fn attach_traces(
+    samples: &mut [AlertSample],
+    store: &Mutex<AlertStore>,
+    tracer: &Arc<dyn api::HopTracer>,
+    config: &Config,
+) {
+    for sample in samples.iter_mut() {
+        if sample.verdict != SampleVerdict::Breaching
+            || sample.labels.get("check").map(String::as_str) != Some("latency")
+        {
+            continue;
+        }
+        let fingerprint = egress_alerts::Fingerprint::of(&sample.labels).to_string();
+        let kept = store.lock().ok().and_then(|s| {
+            s.alerts()
+                .get(&fingerprint)
+                .filter(|a| a.phase == egress_alerts::state::AlertPhase::Firing)
+                .and_then(|a| a.annotations.get("trace").cloned())
+        });
+        if let Some(trace) = kept {
+            sample.annotations.insert("trace".to_owned(), trace);
+            continue;
+        }
+        let Some(path) = sample.labels.get("path").cloned() else {
+            continue;
+        };
+        let target = sample.labels.get("target").cloned().or_else(|| {
+            config
+                .probes
+                .paths
+                .iter()
+                .find(|p| p.path == path)
+                .and_then(|p| p.targets.first().cloned())
+        });
+        let Some(target) = target else { continue };
+        let tracer = tracer.clone();
+        let (trace_path, trace_target) = (path.clone(), target.clone());
+        let hops = tokio::task::spawn_blocking(move || {
+            tracer.trace(&trace_path, &trace_target, api::MAX_HOPS, api::HOP_TIMEOUT)
+        })
+        .await;
+        let text = match hops {
+            Ok(Ok(hops)) => format!("{target} via {path}: {}", format_hops(&hops)),
+            Ok(Err(error)) => format!("trace to {target} via {path} failed: {error}"),
+            Err(error) => format!("trace to {target} via {path} failed: {error}"),
+        };
+        info!(%path, %target, trace = %text, "hop trace attached to a latency alert");
+        sample.annotations.insert("trace".to_owned(), text);
+    }
+}
+
+/// `1 10.0.0.1 0.4 ms · 2 * · 3 203.0.113.7 80.3 ms`
+fn format_hops(hops: &[egress_query::probes::Hop]) -> String {
+    hops.iter()
+        .map(|hop| match (hop.address, hop.rtt_us) {
+            (Some(address), Some(rtt)) => format!("{} {address} {:.1} ms", hop.ttl, f64::from(rtt) / 1000.0),
+            (Some(address), None) => format!("{} {address}", hop.ttl),
+            (None, _) => format!("{} *", hop.ttl),
+        })
+        .collect::<Vec<_>>()
+        .join(" · ")
 }
 
 /// The alert rule of one SLA. No rule labels: the SLA's user labels are already in every

@@ -588,6 +588,23 @@ targets = ["{dead}"]
     })
     .await;
     assert_eq!(alerts("firing", "latency", "fast"), 0, "the fast path stays ok");
+    // The firing alert carries the hop trace through the slow path: the router, then the target.
+    let trace = payloads(received, "path-latency")
+        .iter()
+        .flat_map(|(_, p)| p["alerts"].as_array().cloned().unwrap_or_default())
+        .find(|a| {
+            a["status"] == "firing" && a["labels"]["check"] == "latency" && a["labels"]["path"] == "slow"
+        })
+        .and_then(|a| a["annotations"]["trace"].as_str().map(str::to_owned))
+        .expect("a trace annotation on the latency alert");
+    eprintln!("trace attached to the alert: {trace}");
+    let mut rest = trace.as_str();
+    for hop in &delay.slow_path().hops {
+        let at = rest
+            .find(&format!(" {hop} "))
+            .unwrap_or_else(|| panic!("hop {hop} missing in order: {trace}"));
+        rest = &rest[at + 1..];
+    }
 
     delay.set_delay(Duration::ZERO);
     wait_until("the slow path's resolution", Duration::from_secs(60), || {

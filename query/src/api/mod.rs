@@ -48,7 +48,7 @@ pub use alerts::{
 pub use error::ApiError;
 pub use metrics::ApiMetrics;
 pub use openapi::openapi_document;
-pub use trace::{HopTracer, TraceError};
+pub use trace::{HopTracer, TraceError, HOP_TIMEOUT, MAX_HOPS};
 
 /// Longest time a request may take before the API answers 504.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
