@@ -610,6 +610,20 @@ fn dump_sla_sql() {
     let mut latency = sla("latency", egress_query::sla::KindName::Latency);
     latency.latency = Some(egress_query::sla::LatencyConfig::default());
     slas.push(latency);
+    // Flow RTT alone, and both sources merged with a good-event objective (the UNION ALL).
+    for (name, source, objective) in [
+        ("latency-flows", egress_query::sla::LatencySource::Flows, None),
+        ("latency-both", egress_query::sla::LatencySource::Both, Some(0.99)),
+    ] {
+        let mut latency = sla(name, egress_query::sla::KindName::Latency);
+        latency.latency = Some(egress_query::sla::LatencyConfig {
+            source,
+            objective,
+            paths: vec!["transit-a".into()],
+            ..egress_query::sla::LatencyConfig::default()
+        });
+        slas.push(latency);
+    }
     if let Some(e) = slas[2].exfiltration.as_mut() {
         e.allow.hours_utc = Some("22-06".into());
         e.group = egress_query::sla::SourceGroup::Subnet24;

@@ -20,8 +20,10 @@ use egress_query::api::{
 use egress_query::connection::{self, ClickHouseConfig};
 use egress_query::migrate::migrate;
 use egress_query::probes::{probe_migrations, Hop, ProbeMethod, ProbeRow, PROBES_TABLE};
+use egress_query::schema::{FlowRow, FlowType, RttSource, TrafficDirection, FLOWS_TABLE};
 use egress_query::sla::{
-    evaluate_all, validate, EvalContext, KindName, LatencyConfig, LatencyScope, SlaConfig, SlaResult, Verdict,
+    evaluate_all, validate, EvalContext, KindName, LatencyConfig, LatencyScope, LatencySource, SlaConfig,
+    SlaResult, Verdict,
 };
 use egress_testkit::clickhouse::ClickHouseServer;
 use serde_json::Value;
@@ -162,8 +164,8 @@ fn find<'a>(results: &'a [SlaResult], sla: &str, subject: &str, check: &str) -> 
         .unwrap_or_else(|| panic!("no {check} result for {sla} / {subject} in {results:#?}"))
 }
 
-#[tokio::test]
-async fn latency_verdicts_on_clickhouse_18() {
+/// A migrated database on a fresh server (the server must outlive the client's use).
+async fn migrated() -> (ClickHouseServer, clickhouse::Client) {
     let server = ClickHouseServer::start().expect("clickhouse-server starts");
     let config = ClickHouseConfig {
         url: server.http_url(),
@@ -178,6 +180,12 @@ async fn latency_verdicts_on_clickhouse_18() {
             client.query_raw(statement).execute().await.unwrap();
         }
     }
+    (server, client)
+}
+
+#[tokio::test]
+async fn latency_verdicts_on_clickhouse_18() {
+    let (_server, client) = migrated().await;
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as u32;
     let mut insert = client.insert::<ProbeRow>(PROBES_TABLE).await.unwrap();
     for row in scenario(now) {
@@ -203,6 +211,7 @@ async fn latency_verdicts_on_clickhouse_18() {
                 .map(String::from)
                 .to_vec(),
             min_samples: 5,
+            ..LatencyConfig::default()
         },
     );
     let per_target = latency_sla(
@@ -213,6 +222,7 @@ async fn latency_verdicts_on_clickhouse_18() {
             per: LatencyScope::Target,
             paths: vec!["mixed".to_owned()],
             min_samples: 5,
+            ..LatencyConfig::default()
         },
     );
     let slas = vec![per_path, per_target];
@@ -391,4 +401,205 @@ async fn latency_verdicts_on_clickhouse_18() {
             "{bad}: {body}"
         );
     }
+}
+
+/// An outbound flow on `path` at `time` with the exporter's round-trip fields.
+fn rtt_flow(
+    time: u32,
+    path: &str,
+    source: RttSource,
+    client_us: Option<u32>,
+    server_us: Option<u32>,
+) -> FlowRow {
+    let mut flow = FlowRow::new("192.0.2.1".parse().unwrap(), time, FlowType::Ipfix);
+    flow.traffic_direction = TrafficDirection::Outbound;
+    flow.egress_path = path.to_owned();
+    flow.bytes = 1_000;
+    flow.packets = 10;
+    flow.rtt_client_us = client_us;
+    flow.rtt_server_us = server_us;
+    flow.rtt_app_us = client_us.map(|_| 250_000);
+    flow.rtt_source = source;
+    flow
+}
+
+/// Flow round trips over the last five minutes: `slow` at 90 ms (NetScaler, one full round
+/// trip), `fast` at 10 ms through every way a flow gives one (nProbe halves on both sides,
+/// nProbe server side alone, sFlow tcp_info) plus thirty flows without RTT that must not count
+/// as 0, `few` with three round trips; and flows that must not count: inbound, outside the
+/// window.
+fn flow_scenario(now: u32) -> Vec<FlowRow> {
+    let mut rows = Vec::new();
+    for i in 0..20u32 {
+        let time = now - 290 + i * 14;
+        rows.push(rtt_flow(
+            time,
+            "slow",
+            RttSource::Netscaler,
+            Some(90_000 + i * 100),
+            None,
+        ));
+        let fast = match i % 3 {
+            0 => rtt_flow(time, "fast", RttSource::Nprobe, Some(1_000), Some(4_000)),
+            1 => rtt_flow(time, "fast", RttSource::Nprobe, None, Some(5_000)),
+            _ => rtt_flow(time, "fast", RttSource::SflowTcpInfo, Some(10_000), None),
+        };
+        rows.push(fast);
+        // Outside the window, and inbound: a second's round trip that must not count.
+        rows.push(rtt_flow(
+            now - 4_000 + i,
+            "fast",
+            RttSource::SflowTcpInfo,
+            Some(1_000_000),
+            None,
+        ));
+        let mut inbound = rtt_flow(time, "fast", RttSource::SflowTcpInfo, Some(1_000_000), None);
+        inbound.traffic_direction = TrafficDirection::Inbound;
+        rows.push(inbound);
+    }
+    for i in 0..30u32 {
+        rows.push(rtt_flow(now - 280 + i * 9, "fast", RttSource::None, None, None));
+    }
+    for i in 0..3u32 {
+        rows.push(rtt_flow(
+            now - 200 + i * 10,
+            "few",
+            RttSource::Netscaler,
+            Some(2_000),
+            None,
+        ));
+    }
+    rows
+}
+
+#[tokio::test]
+async fn latency_from_flow_rtt_on_clickhouse_18() {
+    let (_server, client) = migrated().await;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as u32;
+    let mut insert = client.insert::<FlowRow>(FLOWS_TABLE).await.unwrap();
+    for row in flow_scenario(now) {
+        insert.write(&row).await.unwrap();
+    }
+    insert.end().await.unwrap();
+    // Ten probes on `fast` at 20 ms and two failures, for `both`.
+    let mut insert = client.insert::<ProbeRow>(PROBES_TABLE).await.unwrap();
+    for i in 0..12u32 {
+        let rtt = (i < 10).then_some(20_000);
+        insert
+            .write(&probe(now - 250 + i * 20, "fast", "192.0.2.1:443", rtt))
+            .await
+            .unwrap();
+    }
+    insert.end().await.unwrap();
+
+    let paths: Vec<String> = ["slow", "fast", "few", "silent"].map(String::from).to_vec();
+    let flows = |percentile: f64| LatencyConfig {
+        percentile,
+        threshold_ms: 50.0,
+        source: LatencySource::Flows,
+        paths: paths.clone(),
+        ..LatencyConfig::default()
+    };
+    let slas = vec![
+        latency_sla("flows-p95", flows(0.95)),
+        latency_sla("flows-p50", flows(0.5)),
+        latency_sla(
+            "both-p95",
+            LatencyConfig {
+                source: LatencySource::Both,
+                paths: vec!["fast".to_owned()],
+                ..flows(0.95)
+            },
+        ),
+        latency_sla(
+            "flows-objective",
+            LatencyConfig {
+                objective: Some(0.99),
+                ..flows(0.95)
+            },
+        ),
+        latency_sla(
+            "both-objective",
+            LatencyConfig {
+                source: LatencySource::Both,
+                objective: Some(0.99),
+                threshold_ms: 15.0,
+                paths: vec!["fast".to_owned()],
+                ..flows(0.95)
+            },
+        ),
+    ];
+    assert!(validate(&slas).is_empty(), "{:?}", validate(&slas));
+    let ctx = EvalContext {
+        now,
+        database: "egress".to_owned(),
+        paths: Vec::new(),
+        exporters: Vec::new(),
+        query_timeout: Duration::from_secs(30),
+    };
+    let results = evaluate_all(&client, &slas, &ctx).await.unwrap();
+    // Flows alone: one latency result per path; both: latency and unreachable.
+    assert_eq!(results.len(), 4 + 4 + 2 + 4 + 2, "{results:#?}");
+
+    let slow = find(&results, "flows-p95", "slow", "latency");
+    assert_eq!(
+        (slow.verdict, slow.samples, slow.details["source"].as_str()),
+        (Verdict::Breach, 20, Some("flows"))
+    );
+    assert!((91.0..=92.0).contains(&slow.value), "slow p95 {}", slow.value);
+    assert!(
+        slow.alert_sample(&slas[0]).annotations["summary"].ends_with("from flow RTT"),
+        "{slow:?}"
+    );
+    // Every way to a round trip gives 10 ms; the inbound and old seconds-long ones are out.
+    let fast = find(&results, "flows-p95", "fast", "latency");
+    assert_eq!((fast.verdict, fast.value, fast.samples), (Verdict::Ok, 10.0, 20));
+    assert_eq!(fast.details["samples_by_source"]["flows"], 20);
+    // Thirty flows without RTT next to twenty with: the median is 10 ms, not 0.
+    let median = find(&results, "flows-p50", "fast", "latency");
+    assert_eq!((median.verdict, median.value), (Verdict::Ok, 10.0));
+    for sla in ["flows-p95", "flows-objective"] {
+        let few = find(&results, sla, "few", "latency");
+        assert_eq!((few.verdict, few.samples), (Verdict::NoData, 3), "{sla}");
+        let silent = find(&results, sla, "silent", "latency");
+        assert_eq!((silent.verdict, silent.samples), (Verdict::NoData, 0), "{sla}");
+    }
+    assert!(!results
+        .iter()
+        .any(|r| r.sla.starts_with("flows") && r.labels["check"] == "unreachable"));
+
+    // Both: one sample set, 10 answered probes at 20 ms and 20 flow round trips at 10 ms.
+    let both = find(&results, "both-p95", "fast", "latency");
+    assert_eq!((both.verdict, both.value, both.samples), (Verdict::Ok, 20.0, 30));
+    assert_eq!(both.details["source"], "both");
+    assert_eq!(
+        both.details["samples_by_source"],
+        serde_json::json!({ "probes": 10, "flows": 20 })
+    );
+    assert_eq!(both.details["p50_ms"], 10.0);
+    let reachable = find(&results, "both-p95", "fast", "unreachable");
+    assert_eq!(
+        (
+            reachable.verdict,
+            reachable.samples,
+            reachable.details["source"].as_str()
+        ),
+        (Verdict::Ok, 12, Some("probes"))
+    );
+
+    // Good-event ratio: every slow round trip is bad, a burn rate of 1 / 0.01 = 100 in every
+    // window; the 6h/30m pair (factor 6) is the one furthest past its factor.
+    let slow = find(&results, "flows-objective", "slow", "latency");
+    assert_eq!((slow.verdict, slow.threshold), (Verdict::Breach, 6.0));
+    assert!((slow.value - 100.0).abs() < 1e-6, "{}", slow.value);
+    assert_eq!(slow.details["objective"], 0.99);
+    let fast = find(&results, "flows-objective", "fast", "latency");
+    assert_eq!((fast.verdict, fast.value), (Verdict::Ok, 0.0));
+    // Both at 15 ms: the probes' 20 ms are the bad third of the answered round trips.
+    let both = find(&results, "both-objective", "fast", "latency");
+    assert_eq!(both.verdict, Verdict::Breach, "{both:#?}");
+    assert!(
+        both.alert_sample(&slas[4]).annotations["summary"].contains("from probes and flow RTT"),
+        "{both:?}"
+    );
 }

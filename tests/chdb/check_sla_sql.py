@@ -57,6 +57,17 @@ def main():
             f"({now - 604800 * 2 - 1800}, '::ffff:192.0.2.1', 1000, '::ffff:10.0.0.5', "
             "'::ffff:198.51.100.7', 1000, 1, 64999, 'outbound', 1, 'aws/S3/eu-west-1')"
         )
+        # Round trips for the latency queries: an outbound flow with nProbe RTT halves on
+        # `transit-a` and a probe through it.
+        q(
+            "INSERT INTO egress.flows (time_received, exporter_address, traffic_direction, "
+            "egress_path, rtt_client_us, rtt_server_us, rtt_source) VALUES "
+            f"({now - 150}, '::ffff:192.0.2.1', 'outbound', 'transit-a', 1000, 4000, 'nprobe')"
+        )
+        q(
+            "INSERT INTO egress.probes (time, path, target, method, rtt_us, success, error) "
+            f"VALUES ({now - 150}, 'transit-a', '192.0.2.9:443', 'tcp', 20000, 1, '')"
+        )
         q(
             "INSERT INTO egress.exporter_stats (minute, exporter_address, datagrams, records, "
             f"records_lost) VALUES ({now - 90}, '::ffff:192.0.2.1', 10, 100, 1)"

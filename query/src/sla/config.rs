@@ -302,7 +302,8 @@ pub enum GoodName {
 }
 
 /// What a good event is, resolved from an [`ObjectiveConfig`] by [`ObjectiveConfig::good_events`].
-/// One event is one minute of one subject. The latency issue adds RTT-based variants.
+/// One event is one minute of one subject. (Round-trip events are the latency kind's own
+/// `objective`, see [`LatencyConfig`].)
 #[derive(Debug, Clone, PartialEq)]
 pub enum GoodEvents {
     /// A minute of a path is good when its utilisation is at most `max_utilisation`; minutes in
@@ -362,24 +363,73 @@ pub enum LatencyScope {
     Target,
 }
 
-/// `[slas.latency]`: a round-trip percentile from the `probes` table against a threshold, and
-/// an `unreachable` check for subjects whose probes all fail. (From probes only; flow RTT as a
-/// source and a good-ratio objective are later additions.)
+/// Where the round trips of a latency SLA come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LatencySource {
+    /// The active probes (`probes` table); the only source with an `unreachable` check.
+    #[default]
+    Probes,
+    /// The round trips exporters put in the outbound flows' records (`flows.rtt_*_us`), per
+    /// `egress_path`. See [`crate::sla::latency`] for how one flow gives one round trip.
+    Flows,
+    /// Both, merged into one sample set per path; the details count the samples of each.
+    Both,
+}
+
+impl LatencySource {
+    /// `probes`, `flows` or `both`, as in the configuration and in `details.source`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Probes => "probes",
+            Self::Flows => "flows",
+            Self::Both => "both",
+        }
+    }
+
+    /// Whether the probes are read.
+    pub fn probes(self) -> bool {
+        self != Self::Flows
+    }
+
+    /// Whether the flows' round trips are read.
+    pub fn flows(self) -> bool {
+        self != Self::Probes
+    }
+}
+
+/// `[slas.latency]`: a round trip from probes, flows or both against `threshold_ms`, judged as
+/// a percentile over the window or, with `objective`, as a good-event ratio (round trip at most
+/// `threshold_ms`) with multi-window burn rates; and, when probes are read, an `unreachable`
+/// check for subjects whose probes all fail.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LatencyConfig {
     /// The percentile compared with the threshold, as a fraction: 0.5, 0.95 (default), 0.99.
     pub percentile: f64,
-    /// Breach when the percentile round trip over the window is above this many milliseconds.
+    /// Breach when the percentile round trip over the window is above this many milliseconds;
+    /// with `objective`, a round trip at most this long is a good event.
     pub threshold_ms: f64,
-    /// `path` (default): one subject per egress path; `target`: one per path and target.
+    /// `path` (default): one subject per egress path; `target`: one per path and target
+    /// (probes only: flows have no probe target).
     pub per: LatencyScope,
-    /// Path labels (`probes.path`) to watch; empty watches every path with probes in the
-    /// window. A listed path without probes gives "no data".
+    /// `probes` (default), `flows` (outbound flows' exporter-measured round trips, per
+    /// `egress_path`) or `both` (one sample set per path).
+    pub source: LatencySource,
+    /// Path labels (`probes.path`, `flows.egress_path`) to watch; empty watches every path with
+    /// samples in the window. A listed path without samples gives "no data".
     pub paths: Vec<String>,
-    /// Fewer probes in the window than this gives "no data" (successful probes for the
-    /// percentile, all probes for the unreachable check).
+    /// Fewer samples than this gives "no data": in the window for the percentile (answered
+    /// probes plus flow round trips) and the unreachable check (all probes); with `objective`,
+    /// in each burn-rate window (a pair with fewer is skipped).
     pub min_samples: u64,
+    /// Target ratio of good events (round trip at most `threshold_ms`), e.g. 0.99: the latency
+    /// check becomes burn-rate alerting over `windows` instead of a percentile over
+    /// `window_seconds`. Failed probes are not latency events (they count in `unreachable`).
+    pub objective: Option<f64>,
+    /// Burn-rate windows of `objective`; default the SRE workbook's 1h/5m at 14.4 and 6h/30m
+    /// at 6.
+    pub windows: Vec<BurnRateWindow>,
 }
 
 impl Default for LatencyConfig {
@@ -388,8 +438,11 @@ impl Default for LatencyConfig {
             percentile: 0.95,
             threshold_ms: 100.0,
             per: LatencyScope::Path,
+            source: LatencySource::Probes,
             paths: Vec::new(),
             min_samples: 5,
+            objective: None,
+            windows: default_burn_windows(),
         }
     }
 }
@@ -596,35 +649,21 @@ pub fn validate(slas: &[SlaConfig]) -> Vec<String> {
                     problem(&format!(".latency.paths[{j}]"), "must not be empty".into());
                 }
             }
-        }
-        if let Some(o) = &sla.objective {
-            if !(o.objective > 0.0 && o.objective < 1.0) {
+            if l.per == LatencyScope::Target && l.source.flows() {
                 problem(
-                    ".objective.objective",
-                    format!("{} must be between 0 and 1, exclusive", o.objective),
+                    ".latency.per",
+                    format!(
+                        "\"target\" needs source = \"probes\" (flows have no probe target), not {:?}",
+                        l.source.as_str()
+                    ),
                 );
             }
-            if o.windows.is_empty() {
-                problem(".objective.windows", "needs at least one window pair".into());
+            if let Some(objective) = l.objective {
+                burn_rate_problems(".latency", objective, &l.windows, &mut problem);
             }
-            for (j, w) in o.windows.iter().enumerate() {
-                if w.short_seconds == 0
-                    || w.short_seconds > w.long_seconds
-                    || w.long_seconds % 60 != 0
-                    || w.short_seconds % 60 != 0
-                {
-                    problem(
-                        &format!(".objective.windows[{j}]"),
-                        "needs 0 < short_seconds <= long_seconds, both whole minutes".into(),
-                    );
-                }
-                if !(w.factor > 0.0 && w.factor.is_finite()) {
-                    problem(
-                        &format!(".objective.windows[{j}].factor"),
-                        format!("{} must be above 0", w.factor),
-                    );
-                }
-            }
+        }
+        if let Some(o) = &sla.objective {
+            burn_rate_problems(".objective", o.objective, &o.windows, &mut problem);
             match (o.good, o.max_utilisation) {
                 (GoodName::PathUtilisationBelow, None) => {
                     problem(
@@ -640,6 +679,45 @@ pub fn validate(slas: &[SlaConfig]) -> Vec<String> {
         }
     }
     problems
+}
+
+/// Problems of an objective and its burn-rate windows (`objective` and `windows` under `table`).
+fn burn_rate_problems(
+    table: &str,
+    objective: f64,
+    windows: &[BurnRateWindow],
+    problem: &mut impl FnMut(&str, String),
+) {
+    if !(objective > 0.0 && objective < 1.0) {
+        problem(
+            &format!("{table}.objective"),
+            format!("{objective} must be between 0 and 1, exclusive"),
+        );
+    }
+    if windows.is_empty() {
+        problem(
+            &format!("{table}.windows"),
+            "needs at least one window pair".into(),
+        );
+    }
+    for (j, w) in windows.iter().enumerate() {
+        if w.short_seconds == 0
+            || w.short_seconds > w.long_seconds
+            || w.long_seconds % 60 != 0
+            || w.short_seconds % 60 != 0
+        {
+            problem(
+                &format!("{table}.windows[{j}]"),
+                "needs 0 < short_seconds <= long_seconds, both whole minutes".into(),
+            );
+        }
+        if !(w.factor > 0.0 && w.factor.is_finite()) {
+            problem(
+                &format!("{table}.windows[{j}].factor"),
+                format!("{} must be above 0", w.factor),
+            );
+        }
+    }
 }
 
 impl ObjectiveConfig {
@@ -764,6 +842,36 @@ objective = 0.999
             );
         }
         assert_eq!(problems.len(), 8, "{problems:#?}");
+    }
+
+    #[test]
+    fn latency_sources_and_objectives_are_checked() {
+        let text = "name = \"rtt\"\nkind = \"latency\"\nwindow_seconds = 300\n\
+                    [latency]\nsource = \"both\"\nper = \"target\"\nobjective = 1.5\n\
+                    windows = [{ long_seconds = 3600, short_seconds = 30, factor = 14.4 }]\n";
+        let sla: SlaConfig = toml::from_str(text).unwrap();
+        let latency = sla.latency.as_ref().unwrap();
+        assert_eq!(
+            (latency.source, latency.objective),
+            (LatencySource::Both, Some(1.5))
+        );
+        let problems = validate(&[sla]);
+        for key in [
+            "slas[0].latency.per:",
+            "slas[0].latency.objective:",
+            "slas[0].latency.windows[0]:",
+        ] {
+            assert!(
+                problems.iter().any(|p| p.starts_with(key)),
+                "{key} missing in {problems:#?}"
+            );
+        }
+        assert_eq!(problems.len(), 3, "{problems:#?}");
+        let default: LatencyConfig = toml::from_str("").unwrap();
+        assert_eq!(
+            (default.source, default.objective, default.windows.len()),
+            (LatencySource::Probes, None, 2)
+        );
     }
 
     #[test]

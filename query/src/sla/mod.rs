@@ -40,8 +40,8 @@ pub mod throughput;
 
 pub use config::{
     validate, AllowList, BaselineConfig, BulkBy, BulkConfig, BurnRateWindow, ExfiltrationConfig,
-    ExporterHealthConfig, GoodEvents, GoodName, KindName, LatencyConfig, LatencyScope, MonitorConfig,
-    ObjectiveConfig, Severity, SlaConfig, SourceGroup, ThroughputConfig, RESERVED_LABELS,
+    ExporterHealthConfig, GoodEvents, GoodName, KindName, LatencyConfig, LatencyScope, LatencySource,
+    MonitorConfig, ObjectiveConfig, Severity, SlaConfig, SourceGroup, ThroughputConfig, RESERVED_LABELS,
 };
 
 /// Errors of this module.

@@ -12,8 +12,9 @@
 //! A pair whose short or long window holds fewer than `min_events` events is skipped; all
 //! skipped gives no data.
 //!
-//! New good-event definitions (the latency issue's RTT-based ones) add a [`GoodEvents`]
-//! variant and its per-minute query here; the burn-rate arithmetic is shared.
+//! New good-event definitions add a [`GoodEvents`] variant and its per-minute query here; the
+//! burn-rate arithmetic ([`budget_result`]) is shared, and the latency kind's good-ratio mode
+//! (`[slas.latency] objective`, round trips within `threshold_ms`) uses it too.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -23,14 +24,21 @@ use serde::Deserialize;
 use super::throughput::PATH_MINUTES_TABLE;
 use super::throughput::{path_labels, selected_paths};
 use super::{
-    result, EvalContext, GoodEvents, ObjectiveConfig, Param, Result, SlaConfig, SlaResult, SqlQuery, Verdict,
+    result, BurnRateWindow, EvalContext, GoodEvents, ObjectiveConfig, Param, Result, SlaConfig, SlaResult,
+    SqlQuery, Verdict,
 };
 use crate::schema::{to_v6, EXPORTER_STATS_TABLE};
 
 /// The minute range `[from, to)` covering the longest window, ending at the last full minute.
 fn minute_range(spec: &ObjectiveConfig, ctx: &EvalContext) -> (u64, u64) {
+    burn_minute_range(&spec.windows, ctx)
+}
+
+/// The minute range `[from, to)` covering the longest of `windows`, ending at the last full
+/// minute before `ctx.now` (shared by every kind with burn-rate alerting).
+pub fn burn_minute_range(windows: &[BurnRateWindow], ctx: &EvalContext) -> (u64, u64) {
     let to = u64::from(ctx.now) - u64::from(ctx.now) % 60;
-    let longest = spec.windows.iter().map(|w| w.long_seconds).max().unwrap_or(3600);
+    let longest = windows.iter().map(|w| w.long_seconds).max().unwrap_or(3600);
     (to.saturating_sub(longest), to)
 }
 
@@ -206,24 +214,53 @@ pub fn burn_rate_result(
     subject: SubjectEvents,
     to: u64,
 ) -> SlaResult {
+    let budget = BurnBudget {
+        objective: spec.objective,
+        windows: &spec.windows,
+        min_events: spec.min_events,
+    };
+    budget_result(sla, &budget, ctx, subject, to)
+}
+
+/// An objective with its burn-rate alert windows: what [`budget_result`] judges events against.
+#[derive(Debug, Clone, Copy)]
+pub struct BurnBudget<'a> {
+    /// Target ratio of good events.
+    pub objective: f64,
+    /// Window pairs; a pair breaches when both of its windows burn faster than its factor.
+    pub windows: &'a [BurnRateWindow],
+    /// Fewer events in a window than this skips its pair.
+    pub min_events: u64,
+}
+
+/// The result of one subject from its per-minute events under `budget`: the burn-rate
+/// arithmetic of every kind with an objective (this kind's good-event definitions and the
+/// latency kind's good-ratio mode). Details: `objective` and the `windows` with their rates.
+pub fn budget_result(
+    sla: &SlaConfig,
+    budget: &BurnBudget<'_>,
+    ctx: &EvalContext,
+    subject: SubjectEvents,
+    to: u64,
+) -> SlaResult {
     let mut r = result(sla, ctx, subject.subject, subject.labels);
     let mut pairs = Vec::new();
     // (value / factor, value, factor) of the pair that decides.
     let mut decisive: Option<(f64, f64, f64)> = None;
-    for window in &spec.windows {
+    for window in budget.windows {
         let (long, long_events) = burn_rate(
             &subject.minutes,
             to,
             window.long_seconds,
-            spec.objective,
-            spec.min_events,
+            budget.objective,
+            budget.min_events,
         );
         let (short, short_events) = burn_rate(
             &subject.minutes,
             to,
             window.short_seconds,
-            spec.objective,
-            spec.min_events,
+            budget.objective,
+            budget.min_events,
         );
         pairs.push(serde_json::json!({
             "long_seconds": window.long_seconds, "short_seconds": window.short_seconds,
@@ -252,7 +289,7 @@ pub fn burn_rate_result(
         }
         None => r.verdict = Verdict::NoData,
     }
-    r.details = serde_json::json!({ "objective": spec.objective, "windows": pairs });
+    r.details = serde_json::json!({ "objective": budget.objective, "windows": pairs });
     r
 }
 
