@@ -602,4 +602,73 @@ async fn latency_from_flow_rtt_on_clickhouse_18() {
         both.alert_sample(&slas[4]).annotations["summary"].contains("from probes and flow RTT"),
         "{both:?}"
     );
+
+    // The same round trips over time through the API: one series per path and source.
+    let state = ApiState::new(
+        client.clone(),
+        "egress",
+        Vec::new(),
+        Vec::new(),
+        Arc::new(NoAlerts),
+    )
+    .unwrap();
+    let router = api::router(state);
+    let (status, body) = get(&router, "/api/v1/latency?window=600&step=60").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let series = body["series"].as_array().unwrap();
+    let keys: Vec<(&str, &str)> = series
+        .iter()
+        .map(|s| (s["path"].as_str().unwrap(), s["source"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            ("fast", "flows"),
+            ("fast", "probes"),
+            ("few", "flows"),
+            ("slow", "flows")
+        ],
+        "{body:#}"
+    );
+    let samples = |i: usize| -> u64 {
+        series[i]["points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["samples"].as_u64().unwrap())
+            .sum()
+    };
+    // Flows without RTT, inbound and old flows and failed probes are no samples.
+    assert_eq!((samples(0), samples(1), samples(2), samples(3)), (20, 10, 3, 20));
+    for (i, median) in [(0, 10.0), (1, 20.0), (2, 2.0)] {
+        for point in series[i]["points"].as_array().unwrap() {
+            assert_eq!(point["p50_ms"], median, "{point}");
+        }
+    }
+    assert!(series[3]["points"][0]["p99_ms"].as_f64().unwrap() >= 90.0);
+    let (status, body) = get(&router, "/api/v1/latency?path=fast&window=900&step=900").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["series"].as_array().unwrap().len(), 2, "{body:#}");
+    // A quote never reaches the SQL; a label that looks like SQL is only a value.
+    let (status, body) = get(&router, "/api/v1/latency?path=fast%27%20OR%201%3D1%20--").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("path"), "{body}");
+    let (status, body) = get(&router, "/api/v1/latency?path=fast)%20OR%20(1").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["series"], serde_json::json!([]));
+    for (bad, parameter) in [
+        ("step=5", "step"),
+        ("step=7200", "step"),
+        ("window=700000", "window"),
+        ("window=86400&step=10", "step"),
+        ("window=60&step=120", "step"),
+        ("source=probes", "source"),
+    ] {
+        let (status, body) = get(&router, &format!("/api/v1/latency?{bad}")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+        assert!(
+            body["error"].as_str().unwrap().contains(parameter),
+            "{bad}: {body}"
+        );
+    }
 }

@@ -22,6 +22,7 @@ mod alerts;
 mod error;
 mod flows;
 mod health;
+mod latency;
 mod metrics;
 mod openapi;
 pub mod params;
@@ -174,6 +175,11 @@ impl ApiState {
     fn table(&self, table: &str) -> String {
         format!("{}.{table}", self.database)
     }
+
+    /// The database holding the tables (a checked identifier).
+    fn database(&self) -> &str {
+        &self.database
+    }
 }
 
 /// Current Unix time in seconds (the collector's clock is what `time_received` uses too).
@@ -242,6 +248,7 @@ fn endpoints() -> Vec<(Route, MethodRouter<ApiState>)> {
         endpoint(Verb::Get, "/api/v1/paths", paths::paths),
         endpoint(Verb::Get, "/api/v1/paths/p95", paths::p95),
         endpoint(Verb::Get, "/api/v1/probes", probes::probes),
+        endpoint(Verb::Get, "/api/v1/latency", latency::latency),
         endpoint(Verb::Post, "/api/v1/trace", trace::trace),
         endpoint(Verb::Get, "/api/v1/top", top::top),
         endpoint(Verb::Get, "/api/v1/flows", flows::flows),

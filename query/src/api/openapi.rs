@@ -171,6 +171,14 @@ pub fn openapi_document() -> Value {
                     query("path", "Only this egress path (the prober's path label).", json!({ "type": "string", "maxLength": 200 }), false),
                 ],
                 "200", "{\"window\", \"from\", \"to\", \"source\": \"probes\", \"probes\": [{\"path\", \"target\", \"method\", \"probes\", \"failures\", \"failure_ratio\", \"p50_ms\", \"p95_ms\", \"p99_ms\", \"last_time\", \"last_success\", \"last_rtt_ms\", \"last_error\"}]}") },
+            "/api/v1/latency": { "get": operation(
+                "Round-trip percentiles over time per egress path, one series per source: `probes` (answered active probes) and `flows` (outbound flows' exporter-measured RTT); a bucket without samples has no point",
+                vec![
+                    query("window", "Length of the window ending now, in seconds; at most 1000 steps.", integer(super::latency::WINDOW.1, super::latency::WINDOW.2, super::latency::WINDOW.0), false),
+                    query("step", "Bucket length in seconds; at least window / 1000.", integer(super::latency::STEP.1, super::latency::STEP.2, super::latency::STEP.0), false),
+                    query("path", "Only this egress path.", json!({ "type": "string", "maxLength": 200 }), false),
+                ],
+                "200", "{\"window\", \"step\", \"from\", \"to\", \"series\": [{\"path\", \"source\": \"probes\" | \"flows\", \"points\": [{\"time\", \"samples\", \"p50_ms\", \"p95_ms\", \"p99_ms\"}]}]}") },
             "/api/v1/trace": { "post": trace },
             "/api/v1/top": { "get": operation(
                 "Top keys by scaled bytes over a window",

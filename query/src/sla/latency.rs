@@ -111,24 +111,39 @@ struct SubjectMinute {
 
 /// The sample sub-select of the sources `spec` reads, over `[from, to)`: columns `path`,
 /// `target` (empty unless `per = "target"`), `source` (`probes`, `flows`), `answered` (0 for a
-/// failed probe), `round_trip_us` (0 when not answered) and `time`. Appends its parameters to `query`.
+/// failed probe), `round_trip_us` (0 when not answered) and `time`. Appends its parameters to
+/// `query`.
 fn samples_sql(query: &mut SqlQuery, spec: &LatencyConfig, ctx: &EvalContext, from: u64, to: u64) {
+    round_trips_sql(query, spec.source, spec.per, &spec.paths, &ctx.database, from, to);
+}
+
+/// The sub-select of [`samples_sql`] for any sources, scope and path list (empty: every path)
+/// in `database` (a checked identifier): the latency SLA and `GET /api/v1/latency` read round
+/// trips through this one definition.
+pub(crate) fn round_trips_sql(
+    query: &mut SqlQuery,
+    source: LatencySource,
+    per: LatencyScope,
+    paths: &[String],
+    database: &str,
+    from: u64,
+    to: u64,
+) {
     let paths = |query: &mut SqlQuery, column: &str| {
-        if !spec.paths.is_empty() {
-            let marks = vec!["?"; spec.paths.len()].join(", ");
+        if !paths.is_empty() {
+            let marks = vec!["?"; paths.len()].join(", ");
             query.push(
                 &format!(" AND {column} IN ({marks})"),
-                spec.paths.iter().cloned().map(Param::Str),
+                paths.iter().cloned().map(Param::Str),
             );
         }
     };
-    let target = match spec.per {
+    let target = match per {
         LatencyScope::Path => "materialize('')",
         LatencyScope::Target => "target",
     };
-    let database = &ctx.database;
     query.push("(", []);
-    if spec.source.probes() {
+    if source.probes() {
         query.push(
             &format!(
                 "SELECT path, {target} AS target, materialize('probes') AS source, \
@@ -140,10 +155,10 @@ fn samples_sql(query: &mut SqlQuery, spec: &LatencyConfig, ctx: &EvalContext, fr
         );
         paths(query, "path");
     }
-    if spec.source == LatencySource::Both {
+    if source == LatencySource::Both {
         query.push(" UNION ALL ", []);
     }
-    if spec.source.flows() {
+    if source.flows() {
         query.push(
             &format!(
                 "SELECT egress_path AS path, materialize('') AS target, \

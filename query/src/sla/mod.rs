@@ -252,13 +252,8 @@ impl SqlQuery {
         out
     }
 
-    /// Runs the query with its values bound and reads every row.
-    pub(crate) async fn fetch<T: RowOwned + RowRead>(
-        &self,
-        client: &Client,
-        timeout: Duration,
-        sla: &str,
-    ) -> Result<Vec<T>> {
+    /// The client's query with every value bound to its placeholder.
+    pub(crate) fn bound(&self, client: &Client) -> clickhouse::query::Query {
         let mut query = client.query(&self.sql);
         for param in &self.params {
             query = match param {
@@ -267,7 +262,17 @@ impl SqlQuery {
                 Param::Str(s) => query.bind(s.as_str()),
             };
         }
-        connection::run(timeout, self.name, query.fetch_all::<T>())
+        query
+    }
+
+    /// Runs the query with its values bound and reads every row.
+    pub(crate) async fn fetch<T: RowOwned + RowRead>(
+        &self,
+        client: &Client,
+        timeout: Duration,
+        sla: &str,
+    ) -> Result<Vec<T>> {
+        connection::run(timeout, self.name, self.bound(client).fetch_all::<T>())
             .await
             .map_err(|source| SlaError::Query {
                 sla: sla.to_owned(),

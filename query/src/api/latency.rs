@@ -1,0 +1,136 @@
+//! `GET /api/v1/latency?window=3600&step=60&path=...`: per-path round-trip percentiles over
+//! time, from the active probes and from the flows' exporter-measured RTT, as two series per
+//! path told apart by `source`.
+//!
+//! In: the round trips the latency SLA reads (`probes` answered, outbound flows with an RTT;
+//! one definition, [`crate::sla::latency`]), over the window ending now, in buckets of `step`
+//! seconds. Out: one series per (path, source), ordered by path then source, each with one
+//! point per bucket that holds samples (time = bucket start, samples, p50/p95/p99 in ms). A
+//! bucket without samples is absent, never a point at 0: no round trip is not a fast one.
+//! Failed probes are not round trips; `GET /api/v1/probes` counts them.
+//!
+//! Bounds: `step` 10..3600 s, `window` up to 7 days and at least one step, at most 1000
+//! buckets (`window / step`); `path` is a label ([`label_text`]) bound as a value.
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::Json;
+use clickhouse::Row;
+use serde::{Deserialize, Serialize};
+
+use super::params::{label_text, rfc3339, Params};
+use super::{now_seconds, ApiError, ApiState};
+use crate::sla::latency::round_trips_sql;
+use crate::sla::{LatencyScope, LatencySource, Param, SqlQuery};
+
+/// Default and bounds of `window` (seconds).
+pub(crate) const WINDOW: (u32, u32, u32) = (3_600, 10, 7 * 86_400);
+/// Default and bounds of `step` (seconds).
+pub(crate) const STEP: (u32, u32, u32) = (60, 10, 3_600);
+/// Most buckets one answer may hold per series (`window / step`).
+pub(crate) const MAX_BUCKETS: u32 = 1_000;
+
+#[derive(Debug, Row, Deserialize)]
+struct Bucket {
+    path: String,
+    source: String,
+    bucket: u32,
+    samples: u64,
+    p50_us: f64,
+    p95_us: f64,
+    p99_us: f64,
+}
+
+/// One point of a series.
+#[derive(Debug, Serialize)]
+struct Point {
+    time: String,
+    samples: u64,
+    p50_ms: f64,
+    p95_ms: f64,
+    p99_ms: f64,
+}
+
+/// The points of one path from one source.
+#[derive(Debug, Serialize)]
+struct Series {
+    path: String,
+    source: String,
+    points: Vec<Point>,
+}
+
+/// `GET /api/v1/latency`.
+pub(crate) async fn latency(
+    State(state): State<ApiState>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let params = Params::new(query, &["window", "step", "path"])?;
+    let window = params.bounded("window", WINDOW.0, WINDOW.1, WINDOW.2)?;
+    let step = params.bounded("step", STEP.0, STEP.1, STEP.2)?;
+    if step > window || window / step > MAX_BUCKETS {
+        return Err(ApiError::parameter(
+            "step",
+            format!("must be at most window ({window}) and at least window / {MAX_BUCKETS}"),
+        ));
+    }
+    let path = params.get("path").map(|p| label_text("path", p)).transpose()?;
+    let to = now_seconds();
+    let from = to.saturating_sub(window);
+    let percentile =
+        |level: &str, name: &str| format!("toFloat64(quantileExact({level})(round_trip_us)) AS {name}");
+    let mut sql = SqlQuery::new(
+        "latency.api",
+        format!(
+            "SELECT path, source, toUInt32(intDiv(toUInt32(time), ?) * ?) AS bucket, \
+             toUInt64(count()) AS samples, {}, {}, {} FROM ",
+            percentile("0.5", "p50_us"),
+            percentile("0.95", "p95_us"),
+            percentile("0.99", "p99_us"),
+        ),
+    );
+    sql.params = vec![Param::U64(step.into()), Param::U64(step.into())];
+    // The API's window is (now - window, now], like the other routes.
+    round_trips_sql(
+        &mut sql,
+        LatencySource::Both,
+        LatencyScope::Path,
+        path.as_slice(),
+        state.database(),
+        u64::from(from) + 1,
+        u64::from(to) + 1,
+    );
+    sql.push(
+        " WHERE answered = 1 GROUP BY path, source, bucket ORDER BY path, source, bucket",
+        [],
+    );
+    let rows: Vec<Bucket> = sql
+        .bound(&state.client)
+        .fetch_all()
+        .await
+        .map_err(|e| ApiError::clickhouse("round-trip percentiles", e))?;
+    let mut series: Vec<Series> = Vec::new();
+    for row in rows {
+        let point = Point {
+            time: rfc3339(row.bucket),
+            samples: row.samples,
+            p50_ms: row.p50_us / 1000.0,
+            p95_ms: row.p95_us / 1000.0,
+            p99_ms: row.p99_us / 1000.0,
+        };
+        match series.last_mut() {
+            Some(last) if last.path == row.path && last.source == row.source => last.points.push(point),
+            _ => series.push(Series {
+                path: row.path,
+                source: row.source,
+                points: vec![point],
+            }),
+        }
+    }
+    Ok(Json(serde_json::json!({
+        "window": window,
+        "step": step,
+        "from": rfc3339(from),
+        "to": rfc3339(to),
+        "series": series,
+    })))
+}
