@@ -282,7 +282,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let config = args.config.load()?;
     let shutdown = shutdown_on_signal();
     let running = egress_collector::pipeline::start(config.clone(), shutdown.clone()).await?;
-    let monitor = monitor::start(config, shutdown.clone()).await?;
+    // The collector applies the migrations (when `collector.migrate_on_start`); the monitor waits
+    // until they are all recorded, so that two migrations never race.
+    let monitor = monitor::start(config, false, shutdown.clone()).await?;
     info!(address = %monitor.api_address, "query API at http://{}/api/v1/paths", monitor.api_address);
     let target = *running.listening.first().context("no listen address")?;
     let target = if target.ip().is_unspecified() {

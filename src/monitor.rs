@@ -51,8 +51,14 @@ impl RunningMonitor {
     }
 }
 
-/// Starts the monitor and its API; returns once the API listens.
-pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<RunningMonitor> {
+/// Starts the monitor and its API; returns once the API listens. `apply_migrations`: the
+/// monitor creates the schema itself (`egress monitor`); otherwise it waits until the collector
+/// of the same process has (`egress run`), so that two migrations never race.
+pub async fn start(
+    config: Config,
+    apply_migrations: bool,
+    shutdown: CancellationToken,
+) -> anyhow::Result<RunningMonitor> {
     let ch = config.clickhouse.clone();
     let client = connection::client(&ch).context("building the ClickHouse client (key: clickhouse)")?;
     let model = EgressModel::build(&config.model, &config.exporters)
@@ -105,7 +111,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     info!(%api_address, slas = config.slas.len(), "monitor started");
 
     let done = tokio::spawn(async move {
-        evaluation_loop(&config, &client, &model, &store, &tracer, &notify_tx, &shutdown).await;
+        let alerting = AlertPipes {
+            store: &store,
+            tracer: &tracer,
+            notify: &notify_tx,
+        };
+        evaluation_loop(&config, &client, &model, &alerting, apply_migrations, &shutdown).await;
         drop(notify_tx);
         let report = notifier_task.await;
         if let Err(error) = report {
@@ -123,22 +134,38 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
 }
 
 /// Runs the monitor until `shutdown` is cancelled.
+/// Standalone (`egress monitor`), it applies the migrations when `collector.migrate_on_start`
+/// says so, and otherwise waits for `egress migrate`.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    start(config, shutdown).await?.wait().await;
+    let apply_migrations = config.collector.migrate_on_start;
+    start(config, apply_migrations, shutdown).await?.wait().await;
     Ok(())
+}
+
+/// Where evaluation results go: the alert state, the hop tracer for latency alerts, and the
+/// notifier's queue.
+#[derive(Clone, Copy)]
+struct AlertPipes<'a> {
+    store: &'a Mutex<AlertStore>,
+    tracer: &'a Arc<dyn api::HopTracer>,
+    notify: &'a mpsc::Sender<Vec<Notification>>,
 }
 
 async fn evaluation_loop(
     config: &Config,
     client: &clickhouse::Client,
     model: &EgressModel,
-    store: &Mutex<AlertStore>,
-    tracer: &Arc<dyn api::HopTracer>,
-    notify: &mpsc::Sender<Vec<Notification>>,
+    alerting: &AlertPipes<'_>,
+    apply_migrations: bool,
     shutdown: &CancellationToken,
 ) {
+    let AlertPipes {
+        store,
+        tracer,
+        notify,
+    } = *alerting;
     let ch = &config.clickhouse;
-    let Some(version) = migrated(client, ch, shutdown).await else {
+    let Some(version) = migrated(client, ch, apply_migrations, shutdown).await else {
         return;
     };
     let interval = Duration::from_secs(config.monitor.evaluation_interval_seconds);
@@ -232,13 +259,29 @@ async fn evaluation_loop(
 async fn migrated(
     client: &clickhouse::Client,
     ch: &ClickHouseConfig,
+    apply: bool,
     shutdown: &CancellationToken,
 ) -> Option<ServerVersion> {
     let mut delay = Duration::from_secs(1);
     loop {
         let attempt = async {
             let version = connection::server_version(client).await?;
-            egress_query::migrate::migrate(client, ch, &version).await?;
+            if apply {
+                egress_query::migrate::migrate(client, ch, &version).await?;
+            } else {
+                // The collector in the same process applies them: wait until all are recorded.
+                let sql = format!(
+                    "SELECT count() FROM {}.{}",
+                    ch.database,
+                    egress_query::migrate::MIGRATIONS_TABLE
+                );
+                let applied: u64 = client.query(&sql).fetch_one().await?;
+                let wanted = egress_query::migrate::ddl(&version, ch).len() as u64;
+                anyhow::ensure!(
+                    applied >= wanted,
+                    "{applied} of {wanted} migrations applied so far"
+                );
+            }
             Ok::<_, anyhow::Error>(version)
         };
         match attempt.await {
