@@ -215,14 +215,17 @@ impl Worker {
         };
 
         while !shutdown.is_cancelled() {
-            match socket.recv_from(&mut buffer) {
+            let received = socket.recv_from(&mut buffer);
+            // One clock read per datagram serves the record times and the stats bucket.
+            let now = unix_now();
+            match received {
                 Ok((len, source)) => {
                     metrics.datagrams_received.inc();
                     metrics.bytes_received.inc_by(len as u64);
                     let exporter = source.ip();
                     let payload = &buffer[..len];
                     out.clear();
-                    if let Err(error) = decoder.decode(exporter, unix_now(), payload, &mut out) {
+                    if let Err(error) = decoder.decode(exporter, now, payload, &mut out) {
                         count_error(error.kind);
                         debug!(%exporter, kind = error.kind.as_str(), offset = error.offset, detail = %error.detail, "datagram dropped");
                     }
@@ -253,7 +256,7 @@ impl Worker {
                     std::thread::sleep(RECEIVE_TIMEOUT);
                 }
             }
-            let bucket = u64::from(unix_now()) / interval_secs;
+            let bucket = u64::from(now) / interval_secs;
             if bucket != stats_bucket {
                 drain_stats(&mut decoder, &metrics, &mut chunk, stats_bucket * interval_secs);
                 stats_bucket = bucket;

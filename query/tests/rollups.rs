@@ -50,19 +50,6 @@ struct EgressFlow {
 
 const OUTBOUND: i8 = 1;
 
-/// The classification columns the rollups need, as the contract defines them. A fresh
-/// migrated database has them once the classification migration is in `ddl()`; until then the
-/// test adds them, so that it runs either way.
-const CLASSIFICATION_COLUMNS: [(&str, &str); 4] = [
-    (
-        "traffic_direction",
-        "Enum8('unknown' = 0, 'outbound' = 1, 'inbound' = 2, 'internal' = 3, 'transit' = 4)",
-    ),
-    ("egress_path", "String"),
-    ("src_internal", "UInt8"),
-    ("dst_internal", "UInt8"),
-];
-
 async fn exec(client: &Client, sql: &str) {
     client
         .query_raw(sql)
@@ -71,7 +58,7 @@ async fn exec(client: &Client, sql: &str) {
         .unwrap_or_else(|e| panic!("{e}\n{sql}"));
 }
 
-/// A started server with the schema and the rollups migrated (database `egress`).
+/// A started server with the schema, rollups included, migrated (database `egress`).
 async fn rollup_server(retention_days: u32) -> (ClickHouseServer, ClickHouseConfig, Client) {
     let server = ClickHouseServer::start().expect("clickhouse-server starts");
     let config = ClickHouseConfig {
@@ -82,25 +69,6 @@ async fn rollup_server(retention_days: u32) -> (ClickHouseServer, ClickHouseConf
     let client = connection::client(&config).unwrap();
     let version = connection::server_version(&client).await.unwrap();
     migrate(&client, &config, &version).await.unwrap();
-    let present: Vec<String> = client
-        .query_raw("SELECT name FROM system.columns WHERE database = 'egress' AND table = 'flows'")
-        .fetch_all()
-        .await
-        .unwrap();
-    for (name, data_type) in CLASSIFICATION_COLUMNS {
-        if !present.iter().any(|p| p == name) {
-            exec(
-                &client,
-                &format!("ALTER TABLE egress.flows ADD COLUMN {name} {data_type}"),
-            )
-            .await;
-        }
-    }
-    for migration in rollup_migrations(&version, &config) {
-        for statement in &migration.statements {
-            exec(&client, statement).await;
-        }
-    }
     (server, config, client)
 }
 

@@ -13,7 +13,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use clickhouse::{Client, Row, RowOwned, RowWrite};
 use egress_query::connection::{self, ClickHouseConfig};
 use egress_query::migrate::migrate;
-use egress_query::rollups::rollup_migrations;
 use egress_query::schema::{
     to_v6, ExporterStatsRow, FlowType, SlaResultRow, EXPORTER_STATS_TABLE, FLOWS_TABLE,
 };
@@ -362,12 +361,6 @@ async fn every_kind_gives_the_expected_verdicts_on_clickhouse_18() {
     let client = connection::client(&config).unwrap();
     let version = connection::server_version(&client).await.unwrap();
     migrate(&client, &config, &version).await.unwrap();
-    // The rollups (until `migrate` applies them itself; every statement is idempotent).
-    for migration in rollup_migrations(&version, &config) {
-        for statement in &migration.statements {
-            client.query_raw(statement).execute().await.unwrap();
-        }
-    }
 
     // Away from a minute boundary so that the minute arithmetic below is unambiguous.
     let now = now() / 60 * 60 + 30;
@@ -681,11 +674,6 @@ async fn evaluation_time_over_many_flows() {
     let client = connection::client(&config).unwrap();
     let version = connection::server_version(&client).await.unwrap();
     migrate(&client, &config, &version).await.unwrap();
-    for migration in rollup_migrations(&version, &config) {
-        for statement in &migration.statements {
-            client.query_raw(statement).execute().await.unwrap();
-        }
-    }
     let spread: u32 = std::env::var("EGRESS_SLA_SPREAD_SECONDS")
         .ok()
         .and_then(|v| v.parse().ok())

@@ -19,7 +19,7 @@ use egress_query::api::{
 };
 use egress_query::connection::{self, ClickHouseConfig};
 use egress_query::migrate::migrate;
-use egress_query::probes::{probe_migrations, Hop, ProbeMethod, ProbeRow, PROBES_TABLE};
+use egress_query::probes::{Hop, ProbeMethod, ProbeRow, PROBES_TABLE};
 use egress_query::schema::{FlowRow, FlowType, RttSource, TrafficDirection, FLOWS_TABLE};
 use egress_query::sla::{
     evaluate_all, validate, EvalContext, KindName, LatencyConfig, LatencyScope, LatencySource, SlaConfig,
@@ -175,11 +175,6 @@ async fn migrated() -> (ClickHouseServer, clickhouse::Client) {
     let client = connection::client(&config).unwrap();
     let version = connection::server_version(&client).await.unwrap();
     migrate(&client, &config, &version).await.unwrap();
-    for migration in probe_migrations(&version, &config) {
-        for statement in &migration.statements {
-            client.query_raw(statement).execute().await.unwrap();
-        }
-    }
     (server, client)
 }
 
