@@ -81,8 +81,10 @@ pub async fn start(
     let sla_names = config.slas.iter().map(|s| s.name.clone()).collect();
     let alerts_view: Arc<dyn AlertsView> = Arc::new(StoreView { store: store.clone() });
     let tracer: Arc<dyn api::HopTracer> = Arc::new(egress_collector::probe::PathTracer::new(&config.probes));
-    let state = ApiState::new(client.clone(), &ch.database, paths, sla_names, alerts_view)?
-        .with_tracer(tracer.clone());
+    let state =
+        ApiState::new(client.clone(), &ch.database, paths, sla_names, alerts_view)?.with_tracer(tracer);
+    // The API's recording tracer, so that traces attached to alerts show in GET /api/v1/trace.
+    let tracer = state.tracer().expect("a tracer was just given");
     let prober = (!config.probes.paths.is_empty()).then(|| {
         let sink = ClickHouseSink::new(client.clone()).with_insert_timeout(ch.insert_timeout());
         tokio::spawn(egress_collector::probe::run(

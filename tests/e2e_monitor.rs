@@ -605,6 +605,27 @@ targets = ["{dead}"]
             .unwrap_or_else(|| panic!("hop {hop} missing in order: {trace}"));
         rest = &rest[at + 1..];
     }
+    // The API shows the same trace as the slow path's last one.
+    let last: serde_json::Value = reqwest::Client::new()
+        .get(format!("http://{}/api/v1/trace?path=slow", rig.api))
+        .send()
+        .await
+        .expect("trace API")
+        .json()
+        .await
+        .expect("JSON");
+    let answered: Vec<String> = last["hops"]
+        .as_array()
+        .unwrap_or_else(|| panic!("hops in the last trace: {last}"))
+        .iter()
+        .filter_map(|hop| hop["address"].as_str().map(str::to_owned))
+        .collect();
+    for hop in &delay.slow_path().hops {
+        assert!(
+            answered.contains(&hop.to_string()),
+            "hop {hop} in the last trace: {last}"
+        );
+    }
 
     delay.set_delay(Duration::ZERO);
     wait_until("the slow path's resolution", Duration::from_secs(60), || {

@@ -113,7 +113,7 @@ pub struct ColumnDef {
 }
 
 impl ColumnDef {
-    fn new(
+    pub(crate) fn new(
         name: &'static str,
         data_type: impl Into<String>,
         codec: &'static str,
@@ -143,7 +143,7 @@ impl ColumnDef {
     /// current servers, `String` on 18.x (where it is experimental). The switch is at the same
     /// version as the `IPv6` type (19.3), later than `LowCardinality` itself (19.1), so servers
     /// 19.1 and 19.2 get `String`; the rows are the same either way.
-    fn low_cardinality(name: &'static str, comment: &'static str) -> Self {
+    pub(crate) fn low_cardinality(name: &'static str, comment: &'static str) -> Self {
         Self {
             name,
             current_type: "LowCardinality(String)".to_owned(),
@@ -176,11 +176,24 @@ pub struct TableDef {
     pub order_by: &'static str,
     /// The `DateTime` column retention is measured on.
     pub time_column: &'static str,
+    /// Table engine: `MergeTree` for raw rows; rollups name theirs.
+    pub engine: &'static str,
 }
 
 impl TableDef {
-    /// `CREATE TABLE IF NOT EXISTS` for `version`.
+    /// `CREATE TABLE IF NOT EXISTS` for `version`, rows kept `config.retention_days`.
     pub fn create_statement(&self, version: &ServerVersion, config: &ClickHouseConfig) -> String {
+        self.create_statement_keeping(version, config, config.retention_days)
+    }
+
+    /// `CREATE TABLE IF NOT EXISTS` for `version`, rows kept `retention_days` (0: forever;
+    /// a TTL only on servers that have them).
+    pub fn create_statement_keeping(
+        &self,
+        version: &ServerVersion,
+        config: &ClickHouseConfig,
+        retention_days: u32,
+    ) -> String {
         let columns = self
             .columns
             .iter()
@@ -197,10 +210,10 @@ impl TableDef {
             .collect::<Vec<_>>()
             .join(",\n");
         let mut statement = format!(
-            "CREATE TABLE IF NOT EXISTS {}.{}\n(\n{columns}\n)\nENGINE = MergeTree\nPARTITION BY {}\nORDER BY {}",
-            config.database, self.name, self.partition_by, self.order_by
+            "CREATE TABLE IF NOT EXISTS {}.{}\n(\n{columns}\n)\nENGINE = {}\nPARTITION BY {}\nORDER BY {}",
+            config.database, self.name, self.engine, self.partition_by, self.order_by
         );
-        if let Some(ttl) = self.ttl(version, config.retention_days) {
+        if let Some(ttl) = self.ttl(version, retention_days) {
             statement.push_str(&format!("\nTTL {ttl}"));
         }
         statement
@@ -211,6 +224,36 @@ impl TableDef {
     fn ttl(&self, version: &ServerVersion, retention_days: u32) -> Option<String> {
         (version.has_ttl() && retention_days > 0)
             .then(|| format!("{} + INTERVAL {retention_days} DAY", self.time_column))
+    }
+}
+
+/// Test helper: the section of `docs/schema.md` under `heading` documents every column of
+/// `table`, in order, with both generations' types and the COMMENT text.
+#[cfg(test)]
+pub(crate) fn assert_documented(heading: &str, table: &TableDef) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/schema.md");
+    let markdown = std::fs::read_to_string(path).unwrap();
+    let section = markdown
+        .split(heading)
+        .nth(1)
+        .and_then(|rest| rest.split("\n#").next())
+        .unwrap_or_else(|| panic!("docs/schema.md has a `{heading}` section"));
+    let documented: Vec<&str> = section.lines().filter(|l| l.starts_with("| `")).collect();
+    assert_eq!(documented.len(), table.columns.len(), "{heading}");
+    for (line, column) in documented.iter().zip(&table.columns) {
+        let codec = if column.codec.is_empty() {
+            "-"
+        } else {
+            column.codec
+        };
+        let expected = format!(
+            "| `{}` | `{}` | `{}` | `{codec}` | {} |",
+            column.name,
+            column.data_type(&ServerVersion::new(26, 1, 0)),
+            column.data_type(&ServerVersion::new(18, 16, 1)),
+            column.comment
+        );
+        assert_eq!(*line, expected);
     }
 }
 
@@ -346,6 +389,7 @@ pub fn tables() -> Vec<TableDef> {
             // together by exporter and interface, so those filters skip granules too.
             order_by: "(toStartOfFiveMinute(time_received), exporter_address, in_if, out_if)",
             time_column: "time_received",
+            engine: "MergeTree",
         },
         TableDef {
             name: EXPORTER_STATS_TABLE,
@@ -373,6 +417,7 @@ pub fn tables() -> Vec<TableDef> {
             // Small table read by time range, then per exporter.
             order_by: "(minute, exporter_address, observation_domain, flow_type)",
             time_column: "minute",
+            engine: "MergeTree",
         },
         TableDef {
             name: INTERFACE_COUNTERS_TABLE,
@@ -411,6 +456,7 @@ pub fn tables() -> Vec<TableDef> {
             // Read as one series per interface (rates are differences of running totals).
             order_by: "(exporter_address, if_index, time_received)",
             time_column: "time_received",
+            engine: "MergeTree",
         },
         TableDef {
             name: SLA_RESULTS_TABLE,
@@ -435,6 +481,7 @@ pub fn tables() -> Vec<TableDef> {
             // Read as the history of one SLA over a time range.
             order_by: "(sla, time)",
             time_column: "time",
+            engine: "MergeTree",
         },
         TableDef {
             name: ALERT_DELIVERIES_TABLE,
@@ -456,6 +503,7 @@ pub fn tables() -> Vec<TableDef> {
             // Small table, read by time range.
             order_by: "(time, receiver)",
             time_column: "time",
+            engine: "MergeTree",
         },
     ]
 }
@@ -581,6 +629,7 @@ pub fn ddl(version: &ServerVersion, config: &ClickHouseConfig) -> Vec<Migration>
     migrations.extend(crate::rollups::rollup_migrations(version, config));
     // Probes are numbered from 200.
     migrations.extend(crate::probes::probe_migrations(version, config));
+    migrations.extend(crate::rollups::latency::latency_migrations(version, config));
     migrations
 }
 
@@ -789,7 +838,7 @@ mod tests {
     fn migrations_are_numbered_in_order_and_named() {
         let migrations = ddl(&CURRENT, &config_with(30));
         let versions: Vec<u32> = migrations.iter().map(|m| m.version).collect();
-        assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7, 8, 100, 101, 102, 200]);
+        assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7, 8, 100, 101, 102, 200, 201]);
         assert_eq!(migrations[1].name, "create_flows");
         assert_eq!(migrations[3].name, "create_interface_counters");
         assert_eq!(migrations[4].name, "add_flow_classification");

@@ -47,6 +47,8 @@
 //! The DDL is [`rollup_migrations`], numbered from 100 so that it never collides with the schema
 //! migrations of [`crate::migrate`], which appends it to its own.
 
+pub mod latency;
+
 use clickhouse::{Client, Row};
 use serde::Deserialize;
 
@@ -423,6 +425,7 @@ pub fn ttl_tables(retention_days: u32) -> Vec<(&'static str, &'static str, u32)>
                 (rollup.hour_table, "hour", retention.hour_days),
             ]
         })
+        .chain([(latency::LATENCY_TABLE, "minute", retention.minute_days)])
         .collect()
 }
 
@@ -512,9 +515,13 @@ pub fn expired_partitions_query(database: &str, retention: RollupRetention) -> S
         if days == 0 {
             continue;
         }
-        let tables = rollups()
+        let mut tables: Vec<&str> = rollups().iter().map(|r| r.table(granularity)).collect();
+        if granularity == Granularity::Minute {
+            tables.push(latency::LATENCY_TABLE);
+        }
+        let tables = tables
             .iter()
-            .map(|r| format!("'{}'", r.table(granularity)))
+            .map(|t| format!("'{t}'"))
             .collect::<Vec<_>>()
             .join(", ");
         conditions.push(format!(
@@ -593,6 +600,7 @@ mod tests {
         };
         rollup_migrations(version, &config)
             .into_iter()
+            .chain(latency::latency_migrations(version, &config))
             .flat_map(|m| m.statements)
             .collect::<Vec<_>>()
             .join(";\n")
@@ -627,10 +635,11 @@ mod tests {
     #[test]
     fn current_servers_keep_rollups_longer_than_flows() {
         let sql = all_sql(&CURRENT, 30);
-        assert_eq!(sql.matches("TTL minute + INTERVAL 35 DAY").count(), 3);
+        // Three volume rollups and the latency rollup per minute; three per hour.
+        assert_eq!(sql.matches("TTL minute + INTERVAL 35 DAY").count(), 4);
         assert_eq!(sql.matches("TTL hour + INTERVAL 400 DAY").count(), 3);
         assert!(sql.contains("egress_path LowCardinality(String)"));
-        assert_eq!(all_sql(&CURRENT, 90).matches("INTERVAL 90 DAY").count(), 3);
+        assert_eq!(all_sql(&CURRENT, 90).matches("INTERVAL 90 DAY").count(), 4);
         assert!(!all_sql(&CURRENT, 0).contains("\nTTL "));
     }
 
@@ -679,7 +688,7 @@ mod tests {
         let config = ClickHouseConfig::default();
         let sql = all_sql(&CURRENT, config.retention_days);
         let tables = ttl_tables(config.retention_days);
-        assert_eq!(tables.len(), 6);
+        assert_eq!(tables.len(), 7);
         for (table, time, days) in tables {
             let create = sql
                 .split(";\n")

@@ -251,8 +251,9 @@ pub enum RttSource {
     /// nProbe's CLIENT/SERVER_NW_LATENCY_MS and APPL_LATENCY_MS (NetFlow v9 57595-57597, IPFIX
     /// PEN 35632 elements 123-125) or the older *_DELAY_SEC/USEC pairs (57554-57559).
     Nprobe = 1,
-    /// Cisco AVC Application Response Time (PEN 9). Reserved in the enumeration so that the
-    /// column type need not change when it is decoded; no decoder sets it yet.
+    /// Cisco AVC Application Response Time (IPFIX PEN 9): means of the client network,
+    /// server network and server response time sums (9316, 9319, 9303) over their counts
+    /// (IANA 278 connectionCountNew; 9292 server responses).
     CiscoArt = 2,
     /// NetScaler AppFlow round trip time (PEN 5951 element 128).
     Netscaler = 3,

@@ -213,7 +213,8 @@ async fn migrations_apply_once_and_tables_match_the_row_structs() {
             "100_create_rollups_path",
             "101_create_rollups_src_host",
             "102_create_rollups_dst_as",
-            "200_create_probes"
+            "200_create_probes",
+            "201_create_latency_rollup",
         ]
     );
     assert!(first.present.is_empty());
@@ -223,12 +224,12 @@ async fn migrations_apply_once_and_tables_match_the_row_structs() {
         "second run applied {:?}",
         second.applied
     );
-    assert_eq!(second.present.len(), 12);
+    assert_eq!(second.present.len(), 13);
     assert_eq!(
         server
             .query_scalar("SELECT count() FROM egress.schema_migrations")
             .unwrap(),
-        "12"
+        "13"
     );
 
     // Columns: the row structs' fields in order, the DDL's types and comments. (18.16's
@@ -393,7 +394,8 @@ async fn classification_columns_are_added_to_an_older_flows_table() {
             "100_create_rollups_path",
             "101_create_rollups_src_host",
             "102_create_rollups_dst_as",
-            "200_create_probes"
+            "200_create_probes",
+            "201_create_latency_rollup",
         ]
     );
     let columns: Vec<SystemColumn> = client

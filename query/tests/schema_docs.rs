@@ -174,8 +174,9 @@ fn dump_ddl_for_both_generations() {
             }
         }
         std::fs::write(dir.join(file), &text).unwrap();
-        // Five schema tables, six rollup tables (minute and hour for three dimensions), probes.
-        assert_eq!(text.matches("CREATE TABLE").count(), 12);
+        // Five schema tables, six rollup tables (minute and hour for three dimensions), probes,
+        // the latency rollup.
+        assert_eq!(text.matches("CREATE TABLE").count(), 13);
     }
     let retention = egress_query::retention::expired_partitions_query("egress", 30);
     std::fs::write(dir.join("retention.sql"), retention + "\n").unwrap();

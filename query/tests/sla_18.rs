@@ -649,6 +649,21 @@ fn dump_sla_sql() {
     }
     let p95 = egress_query::sla::throughput::bucket_volume_query("egress", now - 86_400, now, &[1, 2]);
     text.push_str(&format!("-- p95 {}\n{};\n\n", p95.name, p95.with_literals()));
+    // The latency API's rollup read (`resolution=minute`), filled by migration 201's views.
+    let mut rollup = egress_query::sla::SqlQuery::new(
+        "latency.api.minute",
+        egress_query::rollups::latency::percentiles_query("egress", " AND egress_path = ?"),
+    );
+    rollup.params = [60, 60, u64::from(now - 3_600), u64::from(now + 60)]
+        .map(egress_query::sla::Param::U64)
+        .into_iter()
+        .chain([egress_query::sla::Param::Str("transit-a".into())])
+        .collect();
+    text.push_str(&format!(
+        "-- latency-api {}\n{};\n\n",
+        rollup.name,
+        rollup.with_literals()
+    ));
     let dir = dump_dir();
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("sla.sql"), text).unwrap();

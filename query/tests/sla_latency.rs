@@ -381,6 +381,20 @@ async fn latency_verdicts_on_clickhouse_18() {
     )
     .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    // The last trace of each path (kept by the API's recording tracer, which the monitor also
+    // uses for the traces of latency alerts).
+    let (status, body) = get(&router, "/api/v1/trace?path=transit-a").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        (&body["path"], &body["target"]),
+        (&Value::from("transit-a"), &Value::from("192.0.2.1:443"))
+    );
+    assert_eq!(body["hops"][0]["address"], "192.0.2.254", "{body}");
+    let (status, body) = get(&router, "/api/v1/trace").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["traces"].as_array().unwrap().len(), 1, "{body}");
+    let (status, body) = get(&router, "/api/v1/trace?path=transit-b").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     for (bad, parameter) in [
         (r#"{"path": "transit-a", "target": "x;rm"}"#, "target"),
         (
@@ -598,6 +612,30 @@ async fn latency_from_flow_rtt_on_clickhouse_18() {
         "{both:?}"
     );
 
+    // The example query of the Latency rollup section of docs/schema.md runs on the rollup and
+    // gives one row per path, source and hour (all the samples are in the last hour or two).
+    let markdown =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/schema.md")).unwrap();
+    let example = markdown
+        .split("\n## Latency rollup\n")
+        .nth(1)
+        .and_then(|section| section.split("```sql\n").nth(1))
+        .and_then(|rest| rest.split("```").next())
+        .expect("docs/schema.md has an example query in its Latency rollup section");
+    let rows = client
+        .query_raw(example)
+        .fetch_bytes("TSV")
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let rows = String::from_utf8_lossy(&rows);
+    assert!(rows.lines().count() >= 4, "{rows}");
+    assert!(
+        rows.contains("fast\tprobes\t") && rows.contains("slow\tflows\t"),
+        "{rows}"
+    );
+
     // The same round trips over time through the API: one series per path and source.
     let state = ApiState::new(
         client.clone(),
@@ -641,6 +679,43 @@ async fn latency_from_flow_rtt_on_clickhouse_18() {
         }
     }
     assert!(series[3]["points"][0]["p99_ms"].as_f64().unwrap() >= 90.0);
+    assert_eq!(body["resolution"], "raw");
+    // The same from the latency rollup (filled by its views in the same inserts): the same
+    // series and samples; t-digest percentiles, exact here since each series is constant.
+    let (status, rolled) = get(&router, "/api/v1/latency?window=600&step=60&resolution=minute").await;
+    assert_eq!(status, StatusCode::OK, "{rolled}");
+    assert_eq!(rolled["resolution"], "minute");
+    let rolled_series = rolled["series"].as_array().unwrap();
+    let total = |series: &Value| -> u64 {
+        series["points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["samples"].as_u64().unwrap())
+            .sum()
+    };
+    assert_eq!(rolled_series.len(), series.len(), "{rolled:#}");
+    for (raw, minute) in series.iter().zip(rolled_series) {
+        assert_eq!(
+            (&raw["path"], &raw["source"]),
+            (&minute["path"], &minute["source"])
+        );
+        assert_eq!(total(raw), total(minute), "{minute:#}");
+    }
+    for (i, median) in [(0, 10.0), (1, 20.0), (2, 2.0)] {
+        for point in rolled_series[i]["points"].as_array().unwrap() {
+            assert_eq!(point["p50_ms"], median, "{point}");
+        }
+    }
+    let (status, auto) = get(&router, "/api/v1/latency?window=172800&step=3600").await;
+    assert_eq!(
+        (status, &auto["resolution"]),
+        (StatusCode::OK, &Value::from("minute")),
+        "{auto}"
+    );
+    let (status, body) = get(&router, "/api/v1/latency?resolution=minute&step=90&window=900").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("step"), "{body}");
     let (status, body) = get(&router, "/api/v1/latency?path=fast&window=900&step=900").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["series"].as_array().unwrap().len(), 2, "{body:#}");
@@ -658,6 +733,7 @@ async fn latency_from_flow_rtt_on_clickhouse_18() {
         ("window=86400&step=10", "step"),
         ("window=60&step=120", "step"),
         ("source=probes", "source"),
+        ("resolution=hour", "resolution"),
     ] {
         let (status, body) = get(&router, &format!("/api/v1/latency?{bad}")).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");

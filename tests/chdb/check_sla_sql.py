@@ -80,6 +80,9 @@ def main():
             except Exception as error:  # chdb raises its own error types
                 print(f"FAIL: {error}\n{query}", file=sys.stderr)
                 sys.exit(1)
+            if "latency_1m" in query and not rows.strip():
+                print(f"FAIL: the latency rollup holds no row of the inserted flow and probe\n{query}", file=sys.stderr)
+                sys.exit(1)
             print(f"ok ({len(rows.splitlines())} rows): {query.splitlines()[0][:100]}")
             total_rows += len(rows.splitlines())
         if total_rows == 0:

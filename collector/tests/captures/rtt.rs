@@ -11,8 +11,9 @@
 //! `tshark -r FILE -V | grep 'Format: '` on every `sflow-v5/*` file (no 0:2209
 //! `extended_tcp_info`): the nProbe captures (`graylog-nprobe-*`, `logstash-nfv9-nprobe*.pcap`)
 //! export only standard fields plus L7_PROTO (57590/57591), and the Cisco NBAR capture only
-//! application ids. So [`EXPECTED`] is empty, and the decoding itself is proven by the
-//! hand-built datagrams of the decoder unit tests.
+//! application ids. So [`EXPECTED`] is empty, and the decoding itself is proven against TShark
+//! on generated exports carrying every latency element it dissects (`tests/rtt_tshark.rs`) and
+//! by the hand-built datagrams of the decoder unit tests.
 
 use egress_collector::decode_file::DecodedCapture;
 use egress_query::schema::RttSource;

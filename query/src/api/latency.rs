@@ -11,6 +11,12 @@
 //!
 //! Bounds: `step` 10..3600 s, `window` up to 7 days and at least one step, at most 1000
 //! buckets (`window / step`); `path` is a label ([`label_text`]) bound as a value.
+//!
+//! `resolution`: `raw` reads the raw rows (exact percentiles, `quantileExact`), `minute` the
+//! latency rollup `latency_1m` (t-digest percentiles merged from per-minute states, see
+//! [`crate::rollups::latency`]; `step` must then be a multiple of 60 and buckets start on whole
+//! minutes). The default, `auto`, is `raw` for windows up to [`RAW_WINDOW_MAX`] and `minute`
+//! beyond, where scanning raw flows would be slow. The answer names the resolution it used.
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
@@ -20,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use super::params::{label_text, rfc3339, Params};
 use super::{now_seconds, ApiError, ApiState};
+use crate::rollups::latency::percentiles_query;
 use crate::sla::latency::round_trips_sql;
 use crate::sla::{LatencyScope, LatencySource, Param, SqlQuery};
 
@@ -29,6 +36,8 @@ pub(crate) const WINDOW: (u32, u32, u32) = (3_600, 10, 7 * 86_400);
 pub(crate) const STEP: (u32, u32, u32) = (60, 10, 3_600);
 /// Most buckets one answer may hold per series (`window / step`).
 pub(crate) const MAX_BUCKETS: u32 = 1_000;
+/// Longest window `resolution=auto` reads from raw rows (one day).
+pub(crate) const RAW_WINDOW_MAX: u32 = 86_400;
 
 #[derive(Debug, Row, Deserialize)]
 struct Bucket {
@@ -64,7 +73,7 @@ pub(crate) async fn latency(
     State(state): State<ApiState>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let params = Params::new(query, &["window", "step", "path"])?;
+    let params = Params::new(query, &["window", "step", "path", "resolution"])?;
     let window = params.bounded("window", WINDOW.0, WINDOW.1, WINDOW.2)?;
     let step = params.bounded("step", STEP.0, STEP.1, STEP.2)?;
     if step > window || window / step > MAX_BUCKETS {
@@ -74,35 +83,42 @@ pub(crate) async fn latency(
         ));
     }
     let path = params.get("path").map(|p| label_text("path", p)).transpose()?;
+    let rollup = match params.get("resolution").unwrap_or("auto") {
+        "raw" => false,
+        "minute" => true,
+        "auto" => window > RAW_WINDOW_MAX && step % 60 == 0,
+        _ => return Err(ApiError::parameter("resolution", "must be raw, minute or auto")),
+    };
+    if rollup && step % 60 != 0 {
+        return Err(ApiError::parameter(
+            "step",
+            "must be a multiple of 60 with resolution=minute",
+        ));
+    }
     let to = now_seconds();
     let from = to.saturating_sub(window);
-    let percentile =
-        |level: &str, name: &str| format!("toFloat64(quantileExact({level})(round_trip_us)) AS {name}");
-    let mut sql = SqlQuery::new(
-        "latency.api",
-        format!(
-            "SELECT path, source, toUInt32(intDiv(toUInt32(time), ?) * ?) AS bucket, \
-             toUInt64(count()) AS samples, {}, {}, {} FROM ",
-            percentile("0.5", "p50_us"),
-            percentile("0.95", "p95_us"),
-            percentile("0.99", "p99_us"),
-        ),
-    );
-    sql.params = vec![Param::U64(step.into()), Param::U64(step.into())];
-    // The API's window is (now - window, now], like the other routes.
-    round_trips_sql(
-        &mut sql,
-        LatencySource::Both,
-        LatencyScope::Path,
-        path.as_slice(),
-        state.database(),
-        u64::from(from) + 1,
-        u64::from(to) + 1,
-    );
-    sql.push(
-        " WHERE answered = 1 GROUP BY path, source, bucket ORDER BY path, source, bucket",
-        [],
-    );
+    let sql = if rollup {
+        // Whole minutes: the one holding `from + 1` up to the one holding `to`.
+        let path_filter = if path.is_some() {
+            " AND egress_path = ?"
+        } else {
+            ""
+        };
+        let mut sql = SqlQuery::new(
+            "latency.api.minute",
+            percentiles_query(state.database(), path_filter),
+        );
+        sql.params = vec![
+            Param::U64(step.into()),
+            Param::U64(step.into()),
+            Param::U64(u64::from(from + 1) / 60 * 60),
+            Param::U64(u64::from(to) / 60 * 60 + 60),
+        ];
+        sql.params.extend(path.iter().cloned().map(Param::Str));
+        sql
+    } else {
+        raw_query(state.database(), step, path.as_slice(), from, to)
+    };
     let rows: Vec<Bucket> = sql
         .bound(&state.client)
         .fetch_all()
@@ -129,8 +145,41 @@ pub(crate) async fn latency(
     Ok(Json(serde_json::json!({
         "window": window,
         "step": step,
+        "resolution": if rollup { "minute" } else { "raw" },
         "from": rfc3339(from),
         "to": rfc3339(to),
         "series": series,
     })))
+}
+
+/// Exact percentiles per bucket from the raw rows of both sources, window `(from, to]`.
+pub(crate) fn raw_query(database: &str, step: u32, paths: &[String], from: u32, to: u32) -> SqlQuery {
+    let percentile =
+        |level: &str, name: &str| format!("toFloat64(quantileExact({level})(round_trip_us)) AS {name}");
+    let mut sql = SqlQuery::new(
+        "latency.api",
+        format!(
+            "SELECT path, source, toUInt32(intDiv(toUInt32(time), ?) * ?) AS bucket, \
+             toUInt64(count()) AS samples, {}, {}, {} FROM ",
+            percentile("0.5", "p50_us"),
+            percentile("0.95", "p95_us"),
+            percentile("0.99", "p99_us"),
+        ),
+    );
+    sql.params = vec![Param::U64(step.into()), Param::U64(step.into())];
+    // The API's window is (now - window, now], like the other routes.
+    round_trips_sql(
+        &mut sql,
+        LatencySource::Both,
+        LatencyScope::Path,
+        paths,
+        database,
+        u64::from(from) + 1,
+        u64::from(to) + 1,
+    );
+    sql.push(
+        " WHERE answered = 1 GROUP BY path, source, bucket ORDER BY path, source, bucket",
+        [],
+    );
+    sql
 }

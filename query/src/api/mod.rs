@@ -49,7 +49,7 @@ pub use alerts::{
 pub use error::ApiError;
 pub use metrics::ApiMetrics;
 pub use openapi::openapi_document;
-pub use trace::{HopTracer, TraceError, HOP_TIMEOUT, MAX_HOPS};
+pub use trace::{HopTracer, RecordingTracer, TraceError, HOP_TIMEOUT, MAX_HOPS};
 
 /// Longest time a request may take before the API answers 504.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -120,7 +120,7 @@ pub struct ApiState {
     sla_names: Arc<[String]>,
     alerts: Arc<dyn AlertsView>,
     metrics: ApiMetrics,
-    tracer: Option<Arc<dyn HopTracer>>,
+    tracer: Option<Arc<RecordingTracer>>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -159,11 +159,18 @@ impl ApiState {
         })
     }
 
-    /// Serves `POST /api/v1/trace` with `tracer` (the collector's prober); without one the
-    /// route answers 503.
+    /// Serves `POST /api/v1/trace` with `tracer` (the collector's prober), and `GET
+    /// /api/v1/trace` with the last trace of each path; without one both answer 503. Traces
+    /// made through [`ApiState::tracer`] (the monitor's, for alerts) are remembered too.
     pub fn with_tracer(mut self, tracer: Arc<dyn HopTracer>) -> Self {
-        self.tracer = Some(tracer);
+        self.tracer = Some(Arc::new(RecordingTracer::new(tracer)));
         self
+    }
+
+    /// The tracer the API uses, which remembers every trace it makes: the one the monitor must
+    /// use too, so that `GET /api/v1/trace` shows the traces attached to alerts.
+    pub fn tracer(&self) -> Option<Arc<dyn HopTracer>> {
+        self.tracer.clone().map(|t| t as Arc<dyn HopTracer>)
     }
 
     /// The API's own metrics (also served on `/metrics`).
@@ -250,6 +257,7 @@ fn endpoints() -> Vec<(Route, MethodRouter<ApiState>)> {
         endpoint(Verb::Get, "/api/v1/probes", probes::probes),
         endpoint(Verb::Get, "/api/v1/latency", latency::latency),
         endpoint(Verb::Post, "/api/v1/trace", trace::trace),
+        endpoint(Verb::Get, "/api/v1/trace", trace::last_trace),
         endpoint(Verb::Get, "/api/v1/top", top::top),
         endpoint(Verb::Get, "/api/v1/flows", flows::flows),
         endpoint(Verb::Get, "/api/v1/slas", slas::latest),

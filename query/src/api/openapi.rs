@@ -140,6 +140,13 @@ pub fn openapi_document() -> Value {
         }}}
     });
     trace["responses"]["404"] = json!({ "$ref": "#/components/responses/NotFound" });
+    let mut last_trace = operation(
+        "The last hop trace through each probed path, made on demand or when a latency alert started firing; with `path`, that path's only",
+        vec![query("path", "Only this egress path.", json!({ "type": "string", "maxLength": 200 }), false)],
+        "200",
+        "{\"traces\": [{\"path\", \"target\", \"time\", \"hops\" or \"error\"}]}, or that one trace with `path`",
+    );
+    last_trace["responses"]["404"] = json!({ "$ref": "#/components/responses/NotFound" });
 
     json!({
         "openapi": "3.0.3",
@@ -177,9 +184,10 @@ pub fn openapi_document() -> Value {
                     query("window", "Length of the window ending now, in seconds; at most 1000 steps.", integer(super::latency::WINDOW.1, super::latency::WINDOW.2, super::latency::WINDOW.0), false),
                     query("step", "Bucket length in seconds; at least window / 1000.", integer(super::latency::STEP.1, super::latency::STEP.2, super::latency::STEP.0), false),
                     query("path", "Only this egress path.", json!({ "type": "string", "maxLength": 200 }), false),
+                    query("resolution", "raw: exact percentiles from raw rows; minute: t-digest percentiles from the latency_1m rollup (step a multiple of 60); auto: raw up to one day, minute beyond.", one_of(&["auto", "raw", "minute"], Some("auto")), false),
                 ],
-                "200", "{\"window\", \"step\", \"from\", \"to\", \"series\": [{\"path\", \"source\": \"probes\" | \"flows\", \"points\": [{\"time\", \"samples\", \"p50_ms\", \"p95_ms\", \"p99_ms\"}]}]}") },
-            "/api/v1/trace": { "post": trace },
+                "200", "{\"window\", \"step\", \"resolution\", \"from\", \"to\", \"series\": [{\"path\", \"source\": \"probes\" | \"flows\", \"points\": [{\"time\", \"samples\", \"p50_ms\", \"p95_ms\", \"p99_ms\"}]}]}") },
+            "/api/v1/trace": { "post": trace, "get": last_trace },
             "/api/v1/top": { "get": operation(
                 "Top keys by scaled bytes over a window",
                 vec![

@@ -57,7 +57,7 @@ use crate::schema::FLOWS_TABLE;
 
 /// The network round trip of one flow in microseconds, NULL when neither side is known (see
 /// the module header for the choice).
-const FLOW_RTT_US: &str = "multiIf(rtt_source = 'nprobe', 2, 1) * \
+pub(crate) const FLOW_RTT_US: &str = "multiIf(rtt_source = 'nprobe', 2, 1) * \
      ifNull(rtt_client_us + rtt_server_us, ifNull(rtt_client_us, rtt_server_us))";
 
 /// Sample figures of one subject over the window.

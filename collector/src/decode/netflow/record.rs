@@ -149,6 +149,11 @@ impl SamplingFields {
 const PEN_NTOP: u32 = 35632;
 /// Private enterprise number of Citrix (NetScaler AppFlow).
 const PEN_NETSCALER: u32 = 5951;
+/// Private enterprise number of Cisco (AVC Application Response Time elements).
+const PEN_CISCO: u32 = 9;
+/// IANA connectionCountNew: the TCP connections opened in the interval; Cisco AVC's
+/// `connection new-connections`, the count its network time sums are averaged over.
+const CONNECTION_COUNT_NEW: u16 = 278;
 /// NetFlow v9 ids of nProbe's elements are this base plus the ntop element number (the
 /// element number is what IPFIX carries under PEN 35632).
 const NTOP_V9_BASE: u16 = 57472;
@@ -162,8 +167,16 @@ const NTOP_V9_BASE: u16 = 57472;
 /// seconds plus residual microseconds (as nfdump and Wireshark read them). Newer nProbe
 /// versions reuse 82-87 for throughput; a record carrying both generations keeps the
 /// millisecond elements. NetScaler AppFlow: PEN 5951 element 128, round trip time in
-/// milliseconds. Cisco AVC ART (PEN 9) is not decoded: its element numbers could not be checked
-/// against a capture or a dissector here, and a misread latency is worse than none.
+/// milliseconds.
+///
+/// Cisco AVC Application Response Time (IPFIX PEN 9; numbers and names as Wireshark's dissector
+/// knows them): 9316 `connection delay network to-client sum` (client network time), 9319
+/// `connection delay network to-server sum` (server network time), 9303 `connection delay
+/// response to-server sum` (server response time), all sums of milliseconds over the interval.
+/// The network sums are averaged over IANA 278 connectionCountNew (`connection new-connections`,
+/// one handshake measured per connection), the response sum over 9292 `connection server counter
+/// responses`. A sum without its count, or with a count of 0, stays unknown: a mean cannot be
+/// made from it and a guessed one would mislead.
 #[derive(Debug, Default, Clone, Copy)]
 pub(super) struct LatencyFields {
     client_ms: Option<u64>,
@@ -176,16 +189,36 @@ pub(super) struct LatencyFields {
     app_sec: Option<u64>,
     app_usec: Option<u64>,
     netscaler_rtt_ms: Option<u64>,
+    cisco_client_network_sum_ms: Option<u64>,
+    cisco_server_network_sum_ms: Option<u64>,
+    cisco_server_response_sum_ms: Option<u64>,
+    cisco_responses: Option<u64>,
+    new_connections: Option<u64>,
 }
 
 impl LatencyFields {
     /// Takes the element if it is a latency element; returns whether it was one.
     fn take_element(&mut self, field: &FieldSpec, value: &[u8]) -> bool {
         let ntop_element = match field.enterprise {
+            0 if field.id == CONNECTION_COUNT_NEW => {
+                self.new_connections = be_uint(value);
+                return true;
+            }
             0 => field.id.checked_sub(NTOP_V9_BASE),
             PEN_NTOP => Some(field.id),
             PEN_NETSCALER if field.id == 128 => {
                 self.netscaler_rtt_ms = be_uint(value);
+                return true;
+            }
+            PEN_CISCO => {
+                let slot = match field.id {
+                    9316 => &mut self.cisco_client_network_sum_ms,
+                    9319 => &mut self.cisco_server_network_sum_ms,
+                    9303 => &mut self.cisco_server_response_sum_ms,
+                    9292 => &mut self.cisco_responses,
+                    _ => return false,
+                };
+                *slot = be_uint(value);
                 return true;
             }
             _ => None,
@@ -231,6 +264,25 @@ impl LatencyFields {
             record.rtt_server_us = server;
             record.rtt_app_us = app;
             record.rtt_source = RttSource::Nprobe;
+            return;
+        }
+        let mean = |sum_ms: Option<u64>, count: Option<u64>| {
+            let mean_us = sum_ms?
+                .checked_mul(1000)?
+                .checked_div(count.filter(|&c| c > 0)?)?;
+            micros(mean_us)
+        };
+        let cisco = [
+            mean(self.cisco_client_network_sum_ms, self.new_connections),
+            mean(self.cisco_server_network_sum_ms, self.new_connections),
+            mean(self.cisco_server_response_sum_ms, self.cisco_responses),
+        ];
+        if cisco.iter().any(Option::is_some) {
+            let [client, server, app] = cisco;
+            record.rtt_client_us = client;
+            record.rtt_server_us = server;
+            record.rtt_app_us = app;
+            record.rtt_source = RttSource::CiscoArt;
         } else if let Some(rtt) = from_ms(self.netscaler_rtt_ms) {
             record.rtt_client_us = Some(rtt);
             record.rtt_source = RttSource::Netscaler;

@@ -749,3 +749,47 @@ fn records_without_latency_elements_store_null_not_zero() {
         [(None, None, None, RttSource::None)]
     );
 }
+
+#[test]
+fn ipfix_cisco_art_sums_become_means_over_their_counts() {
+    let template: &[u8] = &[
+        0x00, 0x02, // set id 2: templates
+        0x00, 0x30, // set length 48
+        0x01, 0x2e, // template id 302: Cisco AVC ART
+        0x00, 0x06, // field count 6
+        0x00, 0x08, 0x00, 0x04, // sourceIPv4Address (8), 4 bytes
+        0x01, 0x16, 0x00, 0x04, // connectionCountNew (278), 4 bytes
+        0xa4, 0x64, 0x00, 0x04, // enterprise bit + 9316 (network to-client sum), 4 bytes
+        0x00, 0x00, 0x00, 0x09, // enterprise number 9 (Cisco)
+        0xa4, 0x67, 0x00, 0x04, // enterprise bit + 9319 (network to-server sum), 4 bytes
+        0x00, 0x00, 0x00, 0x09, // enterprise number 9 (Cisco)
+        0xa4, 0x57, 0x00, 0x04, // enterprise bit + 9303 (response to-server sum), 4 bytes
+        0x00, 0x00, 0x00, 0x09, // enterprise number 9 (Cisco)
+        0xa4, 0x4c, 0x00, 0x04, // enterprise bit + 9292 (server counter responses), 4 bytes
+        0x00, 0x00, 0x00, 0x09, // enterprise number 9 (Cisco)
+    ];
+    let data: &[u8] = &[
+        0x01, 0x2e, // set id 302
+        0x00, 0x34, // set length 52: two records
+        192, 0, 2, 20, // sourceIPv4Address
+        0x00, 0x00, 0x00, 0x04, // 4 new connections
+        0x00, 0x00, 0x00, 0x0a, // client network sum 10 ms
+        0x00, 0x00, 0x00, 0xc8, // server network sum 200 ms
+        0x00, 0x00, 0x01, 0x2c, // server response sum 300 ms
+        0x00, 0x00, 0x00, 0x03, // 3 responses
+        192, 0, 2, 21, // sourceIPv4Address
+        0x00, 0x00, 0x00, 0x00, // no new connection in this interval
+        0x00, 0x00, 0x00, 0x00, // client network sum 0
+        0x00, 0x00, 0x00, 0x00, // server network sum 0
+        0x00, 0x00, 0x00, 0x50, // server response sum 80 ms
+        0x00, 0x00, 0x00, 0x02, // 2 responses
+    ];
+    assert_eq!(
+        latencies(&ipfix(6, 0, &[template, data])),
+        [
+            (Some(2_500), Some(50_000), Some(100_000), RttSource::CiscoArt),
+            // Without a connection the network means are unknown, not 0.
+            (None, None, Some(40_000), RttSource::CiscoArt),
+        ]
+    );
+}
