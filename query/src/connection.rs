@@ -78,6 +78,32 @@ pub struct ClickHouseConfig {
     /// Days of data kept. Enforced by a table TTL where the server supports it and by dropping
     /// whole day partitions otherwise (ClickHouse before 19.6). 0 keeps data forever.
     pub retention_days: u32,
+    /// Name of a cluster of the servers' `remote_servers` configuration. When set, every table
+    /// is a `<name>_local` table on each node under a `Distributed` table of the usual name
+    /// (see [`crate::cluster`]): writers and readers keep using the usual names.
+    pub cluster: Option<String>,
+    /// HTTP(S) URLs of every node of `cluster` (every replica of every shard). When set, Egress
+    /// runs the schema DDL and the retention jobs on each node itself, which needs no keeper;
+    /// when empty, DDL is sent once `ON CLUSTER` (the servers need distributed DDL, i.e. a
+    /// ZooKeeper or ClickHouse Keeper).
+    pub cluster_nodes: Vec<String>,
+    /// Replicated table engines for the local tables: `auto` (when the node has a keeper,
+    /// i.e. `system.zookeeper` answers), `always` or `never`. Replicated engines need the
+    /// `{shard}` and `{replica}` macros in each server's configuration.
+    pub replication: Replication,
+}
+
+/// Whether cluster-local tables use `Replicated*MergeTree` engines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Replication {
+    /// Replicated when the node has a keeper.
+    #[default]
+    Auto,
+    /// Always replicated (fails where there is no keeper).
+    Always,
+    /// Plain MergeTree shards.
+    Never,
 }
 
 impl Default for ClickHouseConfig {
@@ -92,6 +118,9 @@ impl Default for ClickHouseConfig {
             insert_timeout_seconds: 30,
             query_timeout_seconds: 60,
             retention_days: 30,
+            cluster: None,
+            cluster_nodes: Vec::new(),
+            replication: Replication::Auto,
         }
     }
 }
@@ -122,7 +151,32 @@ impl ClickHouseConfig {
         if self.query_timeout_seconds == 0 {
             problems.push("query_timeout_seconds: must be at least 1".to_owned());
         }
+        match &self.cluster {
+            Some(cluster) if !is_identifier(cluster) => problems.push(format!(
+                "cluster: {cluster:?} must be letters, digits and `_`, not starting with a digit"
+            )),
+            None if !self.cluster_nodes.is_empty() => {
+                problems.push("cluster_nodes: set only together with cluster".to_owned());
+            }
+            _ => {}
+        }
+        for node in &self.cluster_nodes {
+            if !(node.starts_with("http://") || node.starts_with("https://")) {
+                problems.push(format!(
+                    "cluster_nodes: {node:?} is not an http:// or https:// URL"
+                ));
+            }
+        }
         problems
+    }
+
+    /// The name of the table holding `table`'s rows on each node: `<table>_local` in a
+    /// cluster, `table` itself otherwise.
+    pub fn storage_table(&self, table: &str) -> String {
+        match self.cluster {
+            Some(_) => format!("{table}{}", crate::cluster::LOCAL_SUFFIX),
+            None => table.to_owned(),
+        }
     }
 
     /// How long an insert may take.
@@ -180,7 +234,32 @@ pub fn client(config: &ClickHouseConfig) -> Result<Client> {
     if let Some(password) = config.password()? {
         client = client.with_password(password);
     }
+    if config.cluster.is_some() {
+        // An insert into a Distributed table returns once every shard has its rows, so a
+        // failed shard fails the insert (which the batch stage retries) instead of leaving the
+        // rows in one node's forwarding queue.
+        client = client.with_setting("insert_distributed_sync", "1");
+    }
     Ok(client)
+}
+
+/// Clients for the nodes that schema and retention work must run on: every node of
+/// `cluster_nodes` (same user, password and options as [`client`]), or just `client` when
+/// there is no node list (a single server, or a cluster whose DDL goes `ON CLUSTER`).
+pub fn node_clients(config: &ClickHouseConfig, single: &Client) -> Result<Vec<Client>> {
+    if config.cluster.is_none() || config.cluster_nodes.is_empty() {
+        return Ok(vec![single.clone()]);
+    }
+    config
+        .cluster_nodes
+        .iter()
+        .map(|url| {
+            client(&ClickHouseConfig {
+                url: url.clone(),
+                ..config.clone()
+            })
+        })
+        .collect()
 }
 
 /// The ClickHouse server's version, and what Egress may use on it.

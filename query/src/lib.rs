@@ -4,6 +4,7 @@
 //! SLA evaluation and the HTTP API build on these.
 
 pub mod api;
+pub mod cluster;
 pub mod connection;
 pub mod migrate;
 pub mod model;

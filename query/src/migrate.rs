@@ -33,7 +33,8 @@
 
 use clickhouse::Client;
 
-use crate::connection::{self, is_identifier, ClickHouseConfig, ConnectionError, ServerVersion};
+use crate::cluster::ClusterDdl;
+use crate::connection::{self, is_identifier, ClickHouseConfig, ConnectionError, Replication, ServerVersion};
 use crate::schema::{
     enum8_body, DeliveryOutcome, Direction, FlowType, InterfaceKind, InterfaceRole, RttSource,
     SamplingSource, TrafficDirection, Verdict, ALERT_DELIVERIES_TABLE, EXPORTER_STATS_TABLE, FLOWS_TABLE,
@@ -545,6 +546,8 @@ fn parse_add_column<'a>(statement: &'a str, database: &str) -> Option<(&'a str, 
         .strip_prefix(database)?
         .strip_prefix('.')?;
     let (table, rest) = rest.split_once(" ADD COLUMN ")?;
+    // `flows_local ON CLUSTER edge` names the table `flows_local`.
+    let table = table.split(' ').next()?;
     let column = rest.split(' ').next()?;
     Some((table, column))
 }
@@ -655,18 +658,73 @@ pub async fn migrate(
     if !is_identifier(&config.database) {
         return Err(MigrateError::InvalidDatabase(config.database.clone()));
     }
+    // A cluster with a node list: the same migrations on every node (see `crate::cluster`).
+    let mut report: Option<MigrationReport> = None;
+    for node in connection::node_clients(config, client)? {
+        let node_report = migrate_node(&node, config, server_version).await?;
+        match &mut report {
+            None => report = Some(node_report),
+            Some(report) => {
+                for label in node_report.applied {
+                    if !report.applied.contains(&label) {
+                        report.applied.push(label);
+                    }
+                }
+                report.ttl_changed.extend(node_report.ttl_changed);
+            }
+        }
+    }
+    report.ok_or_else(|| MigrateError::InvalidDatabase(config.database.clone()))
+}
+
+/// Whether the server `client` talks to has a keeper (ZooKeeper or ClickHouse Keeper):
+/// `system.zookeeper` answers only then.
+async fn has_keeper(client: &Client, config: &ClickHouseConfig) -> bool {
+    let sql = "SELECT count() FROM system.zookeeper WHERE path = '/'";
+    connection::run(
+        config.query_timeout(),
+        sql,
+        client.query_raw(sql).fetch_one::<u64>(),
+    )
+    .await
+    .is_ok()
+}
+
+/// [`migrate`] on one server (or one node of a cluster).
+async fn migrate_node(
+    client: &Client,
+    config: &ClickHouseConfig,
+    server_version: &ServerVersion,
+) -> Result<MigrationReport> {
     // The client's own database may not exist yet, and naming a missing database fails every
     // query; `system` always exists, and every statement below is fully qualified.
     let client = client.clone().with_database("system");
     let timeout = config.query_timeout();
     let migrations = ddl(server_version, config);
+    let cluster = match config.cluster {
+        Some(_) => {
+            let replicated = match config.replication {
+                Replication::Always => true,
+                Replication::Never => false,
+                Replication::Auto => has_keeper(&client, config).await,
+            };
+            ClusterDdl::for_config(config, replicated)
+        }
+        None => None,
+    };
+    let statements_of = |statement: &String| match &cluster {
+        Some(cluster) => cluster.rewrite(statement),
+        None => vec![statement.clone()],
+    };
 
     // Migration 1 (the database) must exist before the bookkeeping table can.
     let exec = |sql: String| {
         let client = client.clone();
         async move { connection::run(timeout, &sql, client.query_raw(&sql).execute()).await }
     };
-    exec(format!("CREATE DATABASE IF NOT EXISTS {}", config.database)).await?;
+    for statement in statements_of(&format!("CREATE DATABASE IF NOT EXISTS {}", config.database)) {
+        exec(statement).await?;
+    }
     exec(migrations_table_statement(&config.database)).await?;
 
     let sql = format!(
@@ -691,13 +749,13 @@ pub async fn migrate(
             name: migration.name,
             source,
         };
-        for statement in &migration.statements {
-            if let Some((table, column)) = parse_add_column(statement, &config.database) {
+        for statement in migration.statements.iter().flat_map(statements_of) {
+            if let Some((table, column)) = parse_add_column(&statement, &config.database) {
                 if has_column(&client, config, table, column).await.map_err(failed)? {
                     continue;
                 }
             }
-            exec(statement.clone()).await.map_err(failed)?;
+            exec(statement).await.map_err(failed)?;
         }
         let record = format!(
             "INSERT INTO {}.{MIGRATIONS_TABLE} (version, name, applied_at) VALUES ({}, {}, now())",
@@ -758,7 +816,13 @@ async fn reconcile_ttl(
             .chain(crate::probes::ttl_tables(config.retention_days))
             .map(|(table, column, days)| (table.to_owned(), column.to_owned(), days)),
     );
+    let on_cluster = match &config.cluster {
+        Some(cluster) if config.cluster_nodes.is_empty() => format!(" ON CLUSTER {cluster}"),
+        _ => String::new(),
+    };
     for (table, time_column, days) in wanted_ttls {
+        // In a cluster the TTL belongs to the local tables (a Distributed table has none).
+        let table = config.storage_table(&table);
         let sql = format!(
             "SELECT engine_full FROM system.tables WHERE database = '{}' AND name = '{}'",
             config.database, table
@@ -776,11 +840,11 @@ async fn reconcile_ttl(
         }
         let alter = if days > 0 {
             format!(
-                "ALTER TABLE {}.{table} MODIFY TTL {time_column} + INTERVAL {days} DAY",
+                "ALTER TABLE {}.{table}{on_cluster} MODIFY TTL {time_column} + INTERVAL {days} DAY",
                 config.database
             )
         } else {
-            format!("ALTER TABLE {}.{table} REMOVE TTL", config.database)
+            format!("ALTER TABLE {}.{table}{on_cluster} REMOVE TTL", config.database)
         };
         connection::run(config.query_timeout(), &alter, client.query_raw(&alter).execute()).await?;
         tracing::info!(table = %table, retention_days = days, "changed table TTL");

@@ -49,7 +49,13 @@ pub fn expired_partitions_query(database: &str, retention_days: u32) -> String {
         .iter()
         .map(|t| t.name)
         .chain([crate::probes::PROBES_TABLE])
-        .map(|name| format!("'{name}'"))
+        // In a cluster the rows are in `<table>_local` (see `crate::cluster`).
+        .flat_map(|name| {
+            [
+                format!("'{name}'"),
+                format!("'{name}{}'", crate::cluster::LOCAL_SUFFIX),
+            ]
+        })
         .collect::<Vec<_>>()
         .join(", ");
     format!(
@@ -79,19 +85,22 @@ pub async fn enforce(client: &Client, config: &ClickHouseConfig) -> Result<Vec<S
         return Ok(Vec::new());
     }
     let sql = expired_partitions_query(database, retention_days);
-    let client = client.clone().with_database("system");
-    let expired: Vec<ExpiredPartition> =
-        connection::run(timeout, &sql, client.query_raw(&sql).fetch_all()).await?;
-    let mut dropped = Vec::with_capacity(expired.len());
-    for partition in expired {
-        let drop = format!(
-            "ALTER TABLE {database}.{} DROP PARTITION ID '{}'",
-            partition.table, partition.partition_id
-        );
-        connection::run(timeout, &drop, client.query_raw(&drop).execute()).await?;
-        tracing::info!(table = %partition.table, partition = %partition.partition_id, retention_days,
+    let mut dropped = Vec::new();
+    // Every node of a cluster holds its own partitions.
+    for client in connection::node_clients(config, client)? {
+        let client = client.with_database("system");
+        let expired: Vec<ExpiredPartition> =
+            connection::run(timeout, &sql, client.query_raw(&sql).fetch_all()).await?;
+        for partition in expired {
+            let drop = format!(
+                "ALTER TABLE {database}.{} DROP PARTITION ID '{}'",
+                partition.table, partition.partition_id
+            );
+            connection::run(timeout, &drop, client.query_raw(&drop).execute()).await?;
+            tracing::info!(table = %partition.table, partition = %partition.partition_id, retention_days,
             "dropped expired partition");
-        dropped.push(format!("{}/{}", partition.table, partition.partition_id));
+            dropped.push(format!("{}/{}", partition.table, partition.partition_id));
+        }
     }
     Ok(dropped)
 }

@@ -519,9 +519,10 @@ pub fn expired_partitions_query(database: &str, retention: RollupRetention) -> S
         if granularity == Granularity::Minute {
             tables.push(latency::LATENCY_TABLE);
         }
+        // In a cluster the rows are in `<table>_local` (see `crate::cluster`).
         let tables = tables
             .iter()
-            .map(|t| format!("'{t}'"))
+            .flat_map(|t| [format!("'{t}'"), format!("'{t}{}'", crate::cluster::LOCAL_SUFFIX)])
             .collect::<Vec<_>>()
             .join(", ");
         conditions.push(format!(
@@ -558,18 +559,21 @@ pub async fn enforce_retention(client: &Client, config: &ClickHouseConfig) -> Re
     }
     let timeout = config.query_timeout();
     let sql = expired_partitions_query(database, RollupRetention::for_flows(config.retention_days));
-    let expired: Vec<ExpiredPartition> =
-        connection::run(timeout, &sql, client.query_raw(&sql).fetch_all()).await?;
-    let mut dropped = Vec::with_capacity(expired.len());
-    for partition in expired {
-        let drop = format!(
-            "ALTER TABLE {database}.{} DROP PARTITION ID '{}'",
-            partition.table, partition.partition_id
-        );
-        connection::run(timeout, &drop, client.query_raw(&drop).execute()).await?;
-        tracing::info!(table = %partition.table, partition = %partition.partition_id,
+    let mut dropped = Vec::new();
+    // Every node of a cluster holds its own partitions.
+    for client in connection::node_clients(config, client)? {
+        let expired: Vec<ExpiredPartition> =
+            connection::run(timeout, &sql, client.query_raw(&sql).fetch_all()).await?;
+        for partition in expired {
+            let drop = format!(
+                "ALTER TABLE {database}.{} DROP PARTITION ID '{}'",
+                partition.table, partition.partition_id
+            );
+            connection::run(timeout, &drop, client.query_raw(&drop).execute()).await?;
+            tracing::info!(table = %partition.table, partition = %partition.partition_id,
             "dropped expired rollup partition");
-        dropped.push(format!("{}/{}", partition.table, partition.partition_id));
+            dropped.push(format!("{}/{}", partition.table, partition.partition_id));
+        }
     }
     Ok(dropped)
 }
