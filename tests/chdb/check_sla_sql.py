@@ -3,13 +3,15 @@
 
 Reads the current-server DDL (`current.sql`, dumped by query/tests/schema_docs.rs; and
 `rollups-current.sql`, dumped by query/tests/rollups.rs `dump_rollup_ddl`) and the SLA queries with literal values (`sla.sql`, dumped by query/tests/sla_18.rs::dump_sla_sql), creates
-the schema in a fresh chdb session, inserts a few rows and runs every SLA query. Exits non-zero
-on the first failure.
+the schema in a fresh chdb session, inserts a few rows and runs every SLA query, then every
+query of the status page (`status.sql`, dumped by query/tests/status_page.rs::dump_status_sql).
+Exits non-zero on the first failure.
 
 Usage: check_sla_sql.py <ddl dir>
 Run:   EGRESS_DDL_DIR=<dir> cargo test -p egress-query --test schema_docs dump_ddl_for_both_generations
        EGRESS_DDL_DIR=<dir> cargo test -p egress-query --test rollups dump_rollup_ddl
        EGRESS_DDL_DIR=<dir> cargo test -p egress-query --test sla_18 dump_sla_sql
+       EGRESS_DDL_DIR=<dir> cargo test -p egress-query --test status_page dump_status_sql
        <venv>/bin/python tests/chdb/check_sla_sql.py <dir>
 """
 
@@ -34,6 +36,10 @@ def main():
     ddl += "\n" + open(f"{sys.argv[1]}/rollups-current.sql").read()
     sla_text = open(f"{sys.argv[1]}/sla.sql").read()
     queries = statements(sla_text)
+    # The status page's queries (generated within seconds of the SLA ones, so the rows inserted
+    # below fall in their windows too).
+    status_queries = statements(open(f"{sys.argv[1]}/status.sql").read())
+    queries += status_queries
     # The evaluation time the queries were generated for (rows are inserted relative to it).
     now = int(sla_text.split("-- now: ", 1)[1].split("\n", 1)[0])
     print(f"chdb {chdb.__version__}")
@@ -72,6 +78,12 @@ def main():
             "INSERT INTO egress.exporter_stats (minute, exporter_address, datagrams, records, "
             f"records_lost) VALUES ({now - 90}, '::ffff:192.0.2.1', 10, 100, 1)"
         )
+        # Two results of one SLA and subject, for the status page's latest-result query.
+        q(
+            "INSERT INTO egress.sla_results (time, sla, kind, subject, value, threshold, verdict) "
+            f"VALUES ({now - 120}, 'transit', 'throughput', 'transit-a', 0.5, 0.8, 'ok'), "
+            f"({now - 60}, 'transit', 'throughput', 'transit-a', 0.9, 0.8, 'breach')"
+        )
         print("flows:", q("SELECT count(), min(toUInt32(time_received)) FROM egress.flows").strip())
         total_rows = 0
         for query in queries:
@@ -89,7 +101,10 @@ def main():
             fail_text = "every SLA query returned nothing on the inserted rows"
             print(f"FAIL: {fail_text}", file=sys.stderr)
             sys.exit(1)
-        print(f"{len(queries)} SLA queries ran on current ClickHouse, {total_rows} rows")
+        print(
+            f"{len(queries) - len(status_queries)} SLA and {len(status_queries)} status page "
+            f"queries ran on current ClickHouse, {total_rows} rows"
+        )
 
 
 if __name__ == "__main__":

@@ -20,4 +20,6 @@ fi
 EGRESS_DDL_DIR=$ddl_dir cargo test --quiet --manifest-path "$repo/Cargo.toml" -p egress-query --test rollups dump_rollup_ddl >/dev/null && "$venv/bin/python" "$repo/tests/chdb/check_rollups.py" "$ddl_dir" "$repo/docs/schema.md"
 EGRESS_DDL_DIR=$ddl_dir cargo test --quiet --manifest-path "$repo/Cargo.toml" -p egress-query \
     --test sla_18 dump_sla_sql >/dev/null
+EGRESS_DDL_DIR=$ddl_dir cargo test --quiet --manifest-path "$repo/Cargo.toml" -p egress-query \
+    --test status_page dump_status_sql >/dev/null
 "$venv/bin/python" "$repo/tests/chdb/check_sla_sql.py" "$ddl_dir"

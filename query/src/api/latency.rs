@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use super::params::{label_text, rfc3339, Params};
 use super::{now_seconds, ApiError, ApiState};
-use crate::rollups::latency::percentiles_query;
+use crate::rollups::latency::percentiles_query as rollup_percentiles_query;
 use crate::sla::latency::round_trips_sql;
 use crate::sla::{LatencyScope, LatencySource, Param, SqlQuery};
 
@@ -39,8 +39,9 @@ pub(crate) const MAX_BUCKETS: u32 = 1_000;
 /// Longest window `resolution=auto` reads from raw rows (one day).
 pub(crate) const RAW_WINDOW_MAX: u32 = 86_400;
 
+/// One bucket of one (path, source): [`percentiles_query`]'s row.
 #[derive(Debug, Row, Deserialize)]
-struct Bucket {
+pub(crate) struct Bucket {
     path: String,
     source: String,
     bucket: u32,
@@ -52,20 +53,115 @@ struct Bucket {
 
 /// One point of a series.
 #[derive(Debug, Serialize)]
-struct Point {
-    time: String,
-    samples: u64,
-    p50_ms: f64,
-    p95_ms: f64,
-    p99_ms: f64,
+pub(crate) struct Point {
+    /// Start of the bucket, Unix seconds (the answer shows it as `time`).
+    #[serde(skip)]
+    pub(crate) bucket: u32,
+    pub(crate) time: String,
+    pub(crate) samples: u64,
+    pub(crate) p50_ms: f64,
+    pub(crate) p95_ms: f64,
+    pub(crate) p99_ms: f64,
 }
 
 /// The points of one path from one source.
 #[derive(Debug, Serialize)]
-struct Series {
-    path: String,
-    source: String,
-    points: Vec<Point>,
+pub(crate) struct Series {
+    pub(crate) path: String,
+    pub(crate) source: String,
+    pub(crate) points: Vec<Point>,
+}
+
+/// Round-trip percentiles per path, source and bucket of `step` seconds over `(from, to]`, only
+/// the path `path` when given, ordered by path, source and bucket.
+pub(crate) fn percentiles_query(
+    database: &str,
+    path: Option<&str>,
+    from: u32,
+    to: u32,
+    step: u32,
+) -> SqlQuery {
+    let percentile =
+        |level: &str, name: &str| format!("toFloat64(quantileExact({level})(round_trip_us)) AS {name}");
+    let mut sql = SqlQuery::new(
+        "latency.api",
+        format!(
+            "SELECT path, source, toUInt32(intDiv(toUInt32(time), ?) * ?) AS bucket, \
+             toUInt64(count()) AS samples, {}, {}, {} FROM ",
+            percentile("0.5", "p50_us"),
+            percentile("0.95", "p95_us"),
+            percentile("0.99", "p99_us"),
+        ),
+    );
+    sql.params = vec![Param::U64(step.into()), Param::U64(step.into())];
+    let paths: Vec<String> = path.map(str::to_owned).into_iter().collect();
+    // The API's window is (now - window, now], like the other routes.
+    round_trips_sql(
+        &mut sql,
+        LatencySource::Both,
+        LatencyScope::Path,
+        &paths,
+        database,
+        u64::from(from) + 1,
+        u64::from(to) + 1,
+    );
+    sql.push(
+        " WHERE answered = 1 GROUP BY path, source, bucket ORDER BY path, source, bucket",
+        [],
+    );
+    sql
+}
+
+/// [`percentiles_query`] from the latency rollup: the whole minutes from the one holding
+/// `from + 1` to the one holding `to`, t-digest percentiles (see [`crate::rollups::latency`]).
+pub(crate) fn minute_percentiles_query(
+    database: &str,
+    path: Option<&str>,
+    from: u32,
+    to: u32,
+    step: u32,
+) -> SqlQuery {
+    let path_filter = if path.is_some() {
+        " AND egress_path = ?"
+    } else {
+        ""
+    };
+    let mut sql = SqlQuery::new(
+        "latency.api.minute",
+        rollup_percentiles_query(database, path_filter),
+    );
+    sql.params = vec![
+        Param::U64(step.into()),
+        Param::U64(step.into()),
+        Param::U64(u64::from(from + 1) / 60 * 60),
+        Param::U64(u64::from(to) / 60 * 60 + 60),
+    ];
+    sql.params.extend(path.map(|p| Param::Str(p.to_owned())));
+    sql
+}
+
+/// The rows of [`percentiles_query`] as one series per (path, source), in the rows' order.
+pub(crate) fn series(rows: Vec<Bucket>) -> Vec<Series> {
+    let mut series: Vec<Series> = Vec::new();
+    for row in rows {
+        let point = Point {
+            bucket: row.bucket,
+            time: rfc3339(row.bucket),
+            samples: row.samples,
+            p50_ms: row.p50_us / 1000.0,
+            p95_ms: row.p95_us / 1000.0,
+            p99_ms: row.p99_us / 1000.0,
+        };
+        match series.last_mut() {
+            Some(last) if last.path == row.path && last.source == row.source => last.points.push(point),
+            _ => series.push(Series {
+                path: row.path,
+                source: row.source,
+                points: vec![point],
+            }),
+        }
+    }
+    series
 }
 
 /// `GET /api/v1/latency`.
@@ -98,88 +194,21 @@ pub(crate) async fn latency(
     let to = now_seconds();
     let from = to.saturating_sub(window);
     let sql = if rollup {
-        // Whole minutes: the one holding `from + 1` up to the one holding `to`.
-        let path_filter = if path.is_some() {
-            " AND egress_path = ?"
-        } else {
-            ""
-        };
-        let mut sql = SqlQuery::new(
-            "latency.api.minute",
-            percentiles_query(state.database(), path_filter),
-        );
-        sql.params = vec![
-            Param::U64(step.into()),
-            Param::U64(step.into()),
-            Param::U64(u64::from(from + 1) / 60 * 60),
-            Param::U64(u64::from(to) / 60 * 60 + 60),
-        ];
-        sql.params.extend(path.iter().cloned().map(Param::Str));
-        sql
+        minute_percentiles_query(state.database(), path.as_deref(), from, to, step)
     } else {
-        raw_query(state.database(), step, path.as_slice(), from, to)
+        percentiles_query(state.database(), path.as_deref(), from, to, step)
     };
     let rows: Vec<Bucket> = sql
         .bound(&state.client)
         .fetch_all()
         .await
         .map_err(|e| ApiError::clickhouse("round-trip percentiles", e))?;
-    let mut series: Vec<Series> = Vec::new();
-    for row in rows {
-        let point = Point {
-            time: rfc3339(row.bucket),
-            samples: row.samples,
-            p50_ms: row.p50_us / 1000.0,
-            p95_ms: row.p95_us / 1000.0,
-            p99_ms: row.p99_us / 1000.0,
-        };
-        match series.last_mut() {
-            Some(last) if last.path == row.path && last.source == row.source => last.points.push(point),
-            _ => series.push(Series {
-                path: row.path,
-                source: row.source,
-                points: vec![point],
-            }),
-        }
-    }
     Ok(Json(serde_json::json!({
         "window": window,
         "step": step,
         "resolution": if rollup { "minute" } else { "raw" },
         "from": rfc3339(from),
         "to": rfc3339(to),
-        "series": series,
+        "series": series(rows),
     })))
-}
-
-/// Exact percentiles per bucket from the raw rows of both sources, window `(from, to]`.
-pub(crate) fn raw_query(database: &str, step: u32, paths: &[String], from: u32, to: u32) -> SqlQuery {
-    let percentile =
-        |level: &str, name: &str| format!("toFloat64(quantileExact({level})(round_trip_us)) AS {name}");
-    let mut sql = SqlQuery::new(
-        "latency.api",
-        format!(
-            "SELECT path, source, toUInt32(intDiv(toUInt32(time), ?) * ?) AS bucket, \
-             toUInt64(count()) AS samples, {}, {}, {} FROM ",
-            percentile("0.5", "p50_us"),
-            percentile("0.95", "p95_us"),
-            percentile("0.99", "p99_us"),
-        ),
-    );
-    sql.params = vec![Param::U64(step.into()), Param::U64(step.into())];
-    // The API's window is (now - window, now], like the other routes.
-    round_trips_sql(
-        &mut sql,
-        LatencySource::Both,
-        LatencyScope::Path,
-        paths,
-        database,
-        u64::from(from) + 1,
-        u64::from(to) + 1,
-    );
-    sql.push(
-        " WHERE answered = 1 GROUP BY path, source, bucket ORDER BY path, source, bucket",
-        [],
-    );
-    sql
 }

@@ -3,7 +3,8 @@
 //! In: HTTP requests; the ClickHouse tables of [`crate::schema`] (`flows`, `exporter_stats`,
 //! `sla_results`, `probes`); the egress paths of the model with their capacities ([`PathInfo`]); the alert
 //! state and silences through the [`AlertsView`] trait. Out: JSON answers, the Prometheus text of
-//! the API's own counters, and an OpenAPI 3.0 document of every route.
+//! the API's own counters, an OpenAPI 3.0 document of every route, and at `/` a status page in
+//! HTML for people (module `status`).
 //!
 //! Safety of the SQL: every request parameter is checked against an allow-list or parsed into a
 //! type with bounds ([`params`]) and then bound with the clickhouse crate's `?` placeholders,
@@ -29,6 +30,7 @@ pub mod params;
 mod paths;
 mod probes;
 mod slas;
+mod status;
 mod top;
 mod trace;
 
@@ -49,6 +51,7 @@ pub use alerts::{
 pub use error::ApiError;
 pub use metrics::ApiMetrics;
 pub use openapi::openapi_document;
+pub use status::status_page_queries;
 pub use trace::{HopTracer, RecordingTracer, TraceError, HOP_TIMEOUT, MAX_HOPS};
 
 /// Longest time a request may take before the API answers 504.
@@ -248,6 +251,7 @@ where
 /// are built from, so that a route cannot exist without being listed.
 fn endpoints() -> Vec<(Route, MethodRouter<ApiState>)> {
     vec![
+        endpoint(Verb::Get, "/", status::page),
         endpoint(Verb::Get, "/health", health::health),
         endpoint(Verb::Get, "/ready", health::ready),
         endpoint(Verb::Get, "/metrics", health::metrics),

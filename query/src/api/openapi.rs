@@ -157,6 +157,10 @@ pub fn openapi_document() -> Value {
                             Errors are JSON {\"error\": \"...\"} naming the parameter."
         },
         "paths": {
+            "/": { "get": {
+                "summary": "Status page for people: egress paths with throughput, utilisation, trend and round trips, SLA verdicts, pending and firing alerts, collector health per exporter. Server-rendered HTML with inline SVG charts and no script; reloads itself every 30 s. Always 200: a section whose data could not be read says so",
+                "responses": { "200": { "description": "HTML page", "content": { "text/html": { "schema": { "type": "string" } } } } }
+            }},
             "/health": { "get": operation("The process is alive", vec![], "200", "{\"status\": \"ok\"}") },
             "/ready": { "get": operation("ClickHouse answers SELECT 1 within 2 s (else 503 with the reason)", vec![], "200", "{\"status\": \"ready\"}") },
             "/metrics": { "get": {

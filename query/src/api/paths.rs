@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use super::params::{rfc3339, Params};
 use super::{now_seconds, ApiError, ApiState};
 use crate::schema::{to_v6, EXPORTER_STATS_TABLE, FLOWS_TABLE};
+use crate::sla::{Param, SqlQuery};
 
 /// Default and bounds of `window` (seconds).
 const WINDOW: (u32, u32, u32) = (300, 60, 86_400);
@@ -38,70 +39,115 @@ struct InterfaceVolume {
     records: u64,
 }
 
+/// What one exporter sent, from `exporter_stats`: [`exporter_activity_query`]'s row.
 #[derive(Debug, Row, Deserialize)]
-struct ExporterActivity {
-    exporter_address: Ipv6Addr,
-    datagrams: u64,
+pub(crate) struct ExporterActivity {
+    pub(crate) exporter_address: Ipv6Addr,
+    /// Datagrams in the counting window.
+    pub(crate) datagrams: u64,
+    /// Records decoded in the counting window.
+    pub(crate) records: u64,
+    /// Records the sequence numbers say were lost, in the counting window.
+    pub(crate) records_lost: u64,
+    /// Decode errors of every kind, in the counting window.
+    pub(crate) decode_errors: u64,
+    /// Start of the last minute with a row in the whole range (the collector writes a row only
+    /// for a minute in which it heard from the exporter).
+    pub(crate) last_minute: u32,
 }
 
-/// One path in the answer.
+/// One path in the answer (and a row of the status page).
 #[derive(Debug, Serialize)]
-struct PathStatus<'a> {
-    label: &'a str,
-    exporter_address: String,
-    exporter_name: &'a str,
-    site: &'a str,
-    if_index: u32,
-    if_name: &'a str,
-    provider: &'a str,
-    kind: &'a str,
-    capacity_bps: Option<u64>,
-    throughput_bps: f64,
-    utilisation: Option<f64>,
-    scaled_bytes: u64,
-    scaled_packets: u64,
-    records: u64,
-    status: &'static str,
+pub(crate) struct PathStatus<'a> {
+    pub(crate) label: &'a str,
+    pub(crate) exporter_address: String,
+    pub(crate) exporter_name: &'a str,
+    pub(crate) site: &'a str,
+    pub(crate) if_index: u32,
+    pub(crate) if_name: &'a str,
+    pub(crate) provider: &'a str,
+    pub(crate) kind: &'a str,
+    pub(crate) capacity_bps: Option<u64>,
+    pub(crate) throughput_bps: f64,
+    pub(crate) utilisation: Option<f64>,
+    pub(crate) scaled_bytes: u64,
+    pub(crate) scaled_packets: u64,
+    pub(crate) records: u64,
+    pub(crate) status: &'static str,
 }
 
-/// `GET /api/v1/paths`.
-pub(crate) async fn paths(
-    State(state): State<ApiState>,
-    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let params = Params::new(query, &["window"])?;
-    let (default, min, max) = WINDOW;
-    let window = params.bounded("window", default, min, max)?;
-    let to = now_seconds();
-    let from = to.saturating_sub(window);
+/// Default window of `GET /api/v1/paths` (seconds); the status page uses it too.
+pub(crate) const DEFAULT_WINDOW: u32 = WINDOW.0;
 
-    let volumes: Vec<InterfaceVolume> = state
-        .client
-        .query(&format!(
+/// Scaled bytes, packets and sampled records per (exporter, output interface) received in
+/// `(from, to]`.
+pub(crate) fn interface_volumes_query(database: &str, from: u32, to: u32) -> SqlQuery {
+    let mut query = SqlQuery::new(
+        "paths.volumes",
+        format!(
             "SELECT exporter_address, out_if, sum(bytes * sampling_rate) AS scaled_bytes, \
              sum(packets * sampling_rate) AS scaled_packets, count() AS records \
-             FROM {} WHERE time_received > toDateTime(?) AND time_received <= toDateTime(?) \
-             GROUP BY exporter_address, out_if",
-            state.table(FLOWS_TABLE)
-        ))
-        .bind(from)
-        .bind(to)
+             FROM {database}.{FLOWS_TABLE} \
+             WHERE time_received > toDateTime(?) AND time_received <= toDateTime(?) \
+             GROUP BY exporter_address, out_if"
+        ),
+    );
+    query.params = vec![Param::U64(from.into()), Param::U64(to.into())];
+    query
+}
+
+/// Per exporter, the `exporter_stats` minutes in `(seen_from, to]`: counters summed over the
+/// minutes after `counted_from` (`counted_from >= seen_from`) and the last minute of the whole
+/// range. A stats row covers `[minute, minute + 60)`, so a window `(from, to]` is read with
+/// minutes after `from - 60`. The sums are aliased to their column names, so no other
+/// expression may name those columns (in ClickHouse an alias shadows its column).
+pub(crate) fn exporter_activity_query(
+    database: &str,
+    seen_from: u32,
+    counted_from: u32,
+    to: u32,
+) -> SqlQuery {
+    let counted =
+        |column: &str, name: &str| format!("toUInt64(sumIf({column}, minute > toDateTime(?))) AS {name}");
+    let mut query = SqlQuery::new(
+        "paths.exporter_activity",
+        format!(
+            "SELECT exporter_address, {}, {}, {}, {}, \
+             toUInt32(max(minute)) AS last_minute FROM {database}.{EXPORTER_STATS_TABLE} \
+             WHERE minute > toDateTime(?) AND minute <= toDateTime(?) GROUP BY exporter_address",
+            counted("datagrams", "datagrams"),
+            counted("records", "records"),
+            counted("records_lost", "records_lost"),
+            counted("arraySum(decode_error_counts)", "decode_errors"),
+        ),
+    );
+    query.params = vec![Param::U64(counted_from.into()); 4];
+    query
+        .params
+        .extend([Param::U64(seen_from.into()), Param::U64(to.into())]);
+    query
+}
+
+/// Every path of the model with its throughput over `(to - window, to]`, in model order (see
+/// the module header for the status).
+pub(crate) async fn path_statuses(
+    state: &ApiState,
+    window: u32,
+    to: u32,
+) -> Result<Vec<PathStatus<'_>>, ApiError> {
+    let from = to.saturating_sub(window);
+    let volumes: Vec<InterfaceVolume> = interface_volumes_query(state.database(), from, to)
+        .bound(&state.client)
         .fetch_all()
         .await
         .map_err(|e| ApiError::clickhouse("path volumes", e))?;
-    // A stats row covers [minute, minute + 60): it overlaps the window when minute > from - 60.
-    let activity: Vec<ExporterActivity> = state
-        .client
-        .query(&format!(
-            "SELECT exporter_address, sum(datagrams) AS datagrams FROM {} \
-             WHERE minute > toDateTime(?) AND minute <= toDateTime(?) GROUP BY exporter_address",
-            state.table(EXPORTER_STATS_TABLE)
-        ))
-        .bind(from.saturating_sub(60))
-        .bind(to)
-        .fetch_all()
-        .await
-        .map_err(|e| ApiError::clickhouse("exporter activity", e))?;
+    let stats_from = from.saturating_sub(60);
+    let activity: Vec<ExporterActivity> =
+        exporter_activity_query(state.database(), stats_from, stats_from, to)
+            .bound(&state.client)
+            .fetch_all()
+            .await
+            .map_err(|e| ApiError::clickhouse("exporter activity", e))?;
 
     let volumes: HashMap<(Ipv6Addr, u32), &InterfaceVolume> = volumes
         .iter()
@@ -111,7 +157,7 @@ pub(crate) async fn paths(
         .iter()
         .map(|a| (a.exporter_address, a.datagrams))
         .collect();
-    let entries: Vec<PathStatus> = state
+    let entries = state
         .paths
         .iter()
         .map(|path| {
@@ -150,6 +196,20 @@ pub(crate) async fn paths(
             }
         })
         .collect();
+    Ok(entries)
+}
+
+/// `GET /api/v1/paths`.
+pub(crate) async fn paths(
+    State(state): State<ApiState>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let params = Params::new(query, &["window"])?;
+    let (default, min, max) = WINDOW;
+    let window = params.bounded("window", default, min, max)?;
+    let to = now_seconds();
+    let from = to.saturating_sub(window);
+    let entries = path_statuses(&state, window, to).await?;
     Ok(Json(serde_json::json!({
         "window_seconds": window,
         "from": rfc3339(from),

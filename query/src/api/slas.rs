@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use super::params::{label_text, rfc3339, Params};
 use super::{now_seconds, ApiError, ApiState};
 use crate::schema::SLA_RESULTS_TABLE;
+use crate::sla::{Param, SqlQuery};
 
 /// How far back `/api/v1/slas` looks for the latest result (seconds).
 pub const LATEST_LOOKBACK: u32 = 86_400;
@@ -32,19 +33,22 @@ const WINDOW: (u32, u32, u32) = (86_400, 60, 31 * 86_400);
 const COLUMNS: &str = "time, sla, kind, subject, labels_keys, labels_values, value, threshold, \
                        toString(verdict) AS verdict_name, samples, details";
 
+/// One row of `sla_results` as read through [`COLUMNS`].
 #[derive(Debug, Row, Deserialize)]
-struct ResultRow {
-    time: u32,
-    sla: String,
-    kind: String,
-    subject: String,
-    labels_keys: Vec<String>,
-    labels_values: Vec<String>,
-    value: f64,
-    threshold: f64,
-    verdict_name: String,
-    samples: u64,
-    details: String,
+pub(crate) struct ResultRow {
+    pub(crate) time: u32,
+    pub(crate) sla: String,
+    pub(crate) kind: String,
+    pub(crate) subject: String,
+    pub(crate) labels_keys: Vec<String>,
+    pub(crate) labels_values: Vec<String>,
+    pub(crate) value: f64,
+    pub(crate) threshold: f64,
+    /// `ok`, `breach` or `no_data`.
+    pub(crate) verdict_name: String,
+    pub(crate) samples: u64,
+    /// JSON text (empty when none).
+    pub(crate) details: String,
 }
 
 /// One result in an answer.
@@ -83,6 +87,22 @@ impl From<ResultRow> for ResultView {
     }
 }
 
+/// The latest result per SLA and subject among the results after `since`, ordered by SLA and
+/// subject.
+pub(crate) fn latest_query(database: &str, since: u32) -> SqlQuery {
+    let table = format!("{database}.{SLA_RESULTS_TABLE}");
+    let mut query = SqlQuery::new(
+        "slas.latest",
+        format!(
+            "SELECT {COLUMNS} FROM {table} WHERE time > toDateTime(?) AND (sla, subject, time) IN \
+             (SELECT sla, subject, max(time) FROM {table} WHERE time > toDateTime(?) GROUP BY sla, subject) \
+             ORDER BY sla, subject"
+        ),
+    );
+    query.params = vec![Param::U64(since.into()), Param::U64(since.into())];
+    query
+}
+
 /// `GET /api/v1/slas`.
 pub(crate) async fn latest(
     State(state): State<ApiState>,
@@ -90,16 +110,8 @@ pub(crate) async fn latest(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     Params::new(query, &[])?;
     let since = now_seconds().saturating_sub(LATEST_LOOKBACK);
-    let table = state.table(SLA_RESULTS_TABLE);
-    let rows: Vec<ResultRow> = state
-        .client
-        .query(&format!(
-            "SELECT {COLUMNS} FROM {table} WHERE time > toDateTime(?) AND (sla, subject, time) IN \
-             (SELECT sla, subject, max(time) FROM {table} WHERE time > toDateTime(?) GROUP BY sla, subject) \
-             ORDER BY sla, subject"
-        ))
-        .bind(since)
-        .bind(since)
+    let rows: Vec<ResultRow> = latest_query(state.database(), since)
+        .bound(&state.client)
         .fetch_all()
         .await
         .map_err(|e| ApiError::clickhouse("latest SLA results", e))?;
