@@ -271,9 +271,10 @@ async fn migrated(
             if apply {
                 egress_query::migrate::migrate(client, ch, &version).await?;
             } else {
-                // The collector in the same process applies them: wait until all are recorded.
+                // The collector applies them: wait until all are recorded (distinct versions:
+                // two collectors migrating at once may record one twice).
                 let sql = format!(
-                    "SELECT count() FROM {}.{}",
+                    "SELECT count(DISTINCT version) FROM {}.{}",
                     ch.database,
                     egress_query::migrate::MIGRATIONS_TABLE
                 );
