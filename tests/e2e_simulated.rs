@@ -244,3 +244,134 @@ async fn wait_written(metrics: &egress_collector::metrics::Metrics, records: u64
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Scale-out of the collectors: two collector instances share one UDP port (`SO_REUSEPORT`:
+/// the kernel picks a socket by hashing the datagram's addresses and ports, so each exporter
+/// always reaches the same instance and its templates stay there) and each writes to a
+/// different node of a two-shard ClickHouse cluster. Template-based fleets (v9 with shared
+/// template ids, IPFIX) from twelve exporters: both instances get traffic, no data set waits
+/// for a template it never sees, and every exporter's records are stored exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_collectors_share_a_port_and_write_to_a_two_shard_cluster() {
+    let shards = ClickHouseServer::start_cluster("edge_cluster", 2).expect("two shards");
+    let nodes: Vec<String> = shards.iter().map(ClickHouseServer::http_url).collect();
+    let start = |listen: String, node: String| {
+        let sets = vec![
+            format!("collector.listen=[\"{listen}\"]"),
+            "collector.metrics_listen=\"127.0.0.1:0\"".to_owned(),
+            "collector.stats_interval_seconds=1".to_owned(),
+            "collector.workers=1".to_owned(),
+            "batch.max_age_ms=200".to_owned(),
+            format!("clickhouse.url=\"{node}\""),
+            "clickhouse.database=\"scaled\"".to_owned(),
+            "clickhouse.cluster=\"edge_cluster\"".to_owned(),
+            format!(
+                "clickhouse.cluster_nodes=[{}]",
+                nodes
+                    .iter()
+                    .map(|n| format!("\"{n}\""))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ];
+        let config = Config::load(None, Vec::new(), &sets).expect("config");
+        egress_collector::pipeline::start(config, CancellationToken::new())
+    };
+    let first = start("127.0.0.1:0".to_owned(), nodes[0].clone())
+        .await
+        .expect("first collector");
+    let target = first.listening[0];
+    let second = start(target.to_string(), nodes[1].clone())
+        .await
+        .expect("second collector on the same port");
+    assert_eq!(second.listening[0], target);
+    wait_for(|| {
+        shards.iter().all(|s| {
+            s.query_scalar(
+                "SELECT count() FROM system.tables WHERE database = 'scaled' AND name = 'latency_1m'",
+            )
+            .map(|v| v == "1")
+            .unwrap_or(false)
+        })
+    })
+    .await;
+
+    let fleets = vec![
+        fleet(target, Protocol::Netflow9, [127, 0, 1, 20], 6, 100),
+        fleet(target, Protocol::Ipfix, [127, 0, 1, 40], 6, 64),
+    ];
+    let tasks: Vec<_> = fleets
+        .into_iter()
+        .map(|f| tokio::spawn(simulate::run(f, CancellationToken::new())))
+        .collect();
+    let mut reports: Vec<SimulateReport> = Vec::new();
+    for task in tasks {
+        reports.push(task.await.expect("simulator task").expect("simulator"));
+    }
+    let sent: u64 = reports.iter().map(SimulateReport::flow_records).sum();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while first.metrics.records_written.get() + second.metrics.records_written.get() < sent {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{sent} sent, {} + {} written",
+            first.metrics.records_written.get(),
+            second.metrics.records_written.get()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let received = [
+        first.metrics.datagrams_received.get(),
+        second.metrics.datagrams_received.get(),
+    ];
+    let missing_template = [&first, &second].map(|c| {
+        c.metrics
+            .decode_error(egress_collector::decode::DecodeErrorKind::MissingTemplate)
+            .get()
+    });
+    first.shutdown().await;
+    second.shutdown().await;
+    eprintln!("datagrams per collector {received:?}, data sets without template {missing_template:?}");
+    assert!(
+        received.iter().all(|&n| n > 0),
+        "both instances share the exporters: {received:?}"
+    );
+    assert_eq!(
+        missing_template,
+        [0, 0],
+        "each exporter's templates stay with its instance"
+    );
+
+    let rows = shards[0]
+        .query_scalar(
+            "SELECT IPv6NumToString(exporter_address), count() FROM scaled.flows \
+             GROUP BY exporter_address ORDER BY exporter_address FORMAT TSV",
+        )
+        .expect("per-exporter counts through the Distributed table");
+    let stored: BTreeMap<String, u64> = rows
+        .lines()
+        .filter_map(|line| line.split_once('\t'))
+        .map(|(address, count)| (address.to_owned(), count.parse().expect("count")))
+        .collect();
+    for report in &reports {
+        for exporter in &report.exporters {
+            let address = egress_query::schema::to_v6(exporter.exporter_address).to_string();
+            assert_eq!(
+                stored.get(&address),
+                Some(&exporter.flow_records),
+                "{address}: {stored:?}"
+            );
+        }
+    }
+    let per_shard: Vec<String> = shards
+        .iter()
+        .map(|s| {
+            s.query_scalar("SELECT count() FROM scaled.flows_local")
+                .expect("local count")
+        })
+        .collect();
+    eprintln!("{sent} records stored once, per shard {per_shard:?}");
+    assert!(
+        per_shard.iter().all(|n| n != "0"),
+        "rows on both shards: {per_shard:?}"
+    );
+}

@@ -729,3 +729,172 @@ async fn evaluation_time_over_many_flows() {
     }
     assert!(elapsed < Duration::from_secs(60), "{elapsed:?}");
 }
+
+/// Everything of one setup the cluster test compares: SLA results (sla, subject, check,
+/// verdict, value rounded, samples), the p95 report and the closed hour rollups.
+type Answers = (
+    Vec<(String, String, String, String, String, u64)>,
+    Vec<String>,
+    String,
+);
+
+async fn answers(client: &Client, server: &ClickHouseServer, config: &ClickHouseConfig, now: u32) -> Answers {
+    let ctx = context(now);
+    let mut slas = slas();
+    let mut latency = sla("latency", KindName::Latency);
+    latency.latency = Some(egress_query::sla::LatencyConfig {
+        min_samples: 1,
+        ..egress_query::sla::LatencyConfig::default()
+    });
+    slas.push(latency);
+    let mut results = Vec::new();
+    for sla in &slas {
+        let produced = SlaSpec::of(sla)
+            .unwrap()
+            .evaluate(client, sla, &ctx)
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}\n{}", sla.name, server.log_tail()));
+        results.extend(produced);
+    }
+    let mut results: Vec<_> = results
+        .iter()
+        .map(|r| {
+            (
+                r.sla.clone(),
+                r.subject.clone(),
+                r.labels.get("check").cloned().unwrap_or_default(),
+                format!("{:?}", r.verdict),
+                format!("{:.6}", r.value),
+                r.samples,
+            )
+        })
+        .collect();
+    results.sort();
+    let (year, month) = year_month(now);
+    let committed = BTreeMap::from([(PATH_A.to_owned(), 100_000_000)]);
+    let mut report: Vec<String> = p95_report(client, &ctx, year, month, &committed)
+        .await
+        .unwrap()
+        .iter()
+        .map(|f| {
+            format!(
+                "{} {:.3} {:.3} {}",
+                f.path, f.p95_bps, f.max_bps, f.buckets_with_data
+            )
+        })
+        .collect();
+    report.sort();
+    egress_query::rollups::close_hours(client, config, now)
+        .await
+        .unwrap();
+    let hours = server
+        .query_scalar(
+            "SELECT egress_path, toUInt32(hour), sum(scaled_bytes), sum(records), max(peak_bytes_per_second) \
+             FROM egress.flows_1h_path FINAL GROUP BY egress_path, hour ORDER BY egress_path, hour FORMAT TSV",
+        )
+        .unwrap();
+    (results, report, hours)
+}
+
+/// Scale-out: two ClickHouse 18.16 servers as the two shards of a cluster (no keeper, so Egress
+/// runs its DDL on each node) against one server with the same rows: every table is a local
+/// table under a Distributed one, the rows spread over both shards, and every SLA kind, the p95
+/// report and the hour rollups give the same answers as on one server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_two_shard_cluster_gives_the_same_answers_as_one_server() {
+    let single = ClickHouseServer::start().expect("clickhouse-server starts");
+    let shards = ClickHouseServer::start_cluster("egress_cluster", 2).expect("two shards start");
+    let single_config = ClickHouseConfig {
+        url: single.http_url(),
+        retention_days: 0,
+        ..ClickHouseConfig::default()
+    };
+    let cluster_config = ClickHouseConfig {
+        url: shards[0].http_url(),
+        retention_days: 0,
+        cluster: Some("egress_cluster".into()),
+        cluster_nodes: shards.iter().map(ClickHouseServer::http_url).collect(),
+        ..ClickHouseConfig::default()
+    };
+    let single_client = connection::client(&single_config).unwrap();
+    let cluster_client = connection::client(&cluster_config).unwrap();
+    let version = connection::server_version(&single_client).await.unwrap();
+    migrate(&single_client, &single_config, &version).await.unwrap();
+    let report = migrate(&cluster_client, &cluster_config, &version)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", shards[1].log_tail()));
+    assert_eq!(
+        report.applied.len(),
+        egress_query::migrate::ddl(&version, &cluster_config).len()
+    );
+
+    // The layout on every node: local MergeTree tables (no keeper: not replicated) under
+    // Distributed tables of the usual names; the views on the local tables.
+    for shard in &shards {
+        let engines = shard
+            .query_scalar(
+                "SELECT name, engine FROM system.tables WHERE database = 'egress' \
+                 AND name IN ('flows', 'flows_local', 'flows_1h_path', 'flows_1h_path_local', 'latency_1m') \
+                 ORDER BY name FORMAT TSV",
+            )
+            .unwrap();
+        assert_eq!(
+            engines,
+            "flows\tDistributed\nflows_1h_path\tDistributed\nflows_1h_path_local\tReplacingMergeTree\n\
+             flows_local\tMergeTree\nlatency_1m\tDistributed",
+            "{}",
+            shard.http_url()
+        );
+    }
+
+    // The same rows into both: through the Distributed table on the cluster (the collector's
+    // insert path: `flows`, synchronously forwarded to the shards).
+    let now = now() / 60 * 60 + 30;
+    let (flows, stats_rows) = scenario(now);
+    let probes: Vec<egress_query::probes::ProbeRow> = (0..30)
+        .map(|i| egress_query::probes::ProbeRow {
+            time: now - 290 + i * 9,
+            path: PATH_A.to_owned(),
+            target: "192.0.2.9:443".to_owned(),
+            method: egress_query::probes::ProbeMethod::Tcp,
+            rtt_us: (i % 7 != 0).then_some(10_000 + i * 500),
+            success: u8::from(i % 7 != 0),
+            error: if i % 7 != 0 {
+                String::new()
+            } else {
+                "timeout".to_owned()
+            },
+        })
+        .collect();
+    for client in [&single_client, &cluster_client] {
+        insert(client, FLOWS_TABLE, &flows).await;
+        insert(client, EXPORTER_STATS_TABLE, &stats_rows).await;
+        insert(client, egress_query::probes::PROBES_TABLE, &probes).await;
+    }
+    // The rows are spread: both shards hold some, together all.
+    let per_shard: Vec<u64> = shards
+        .iter()
+        .map(|s| {
+            s.query_scalar("SELECT count() FROM egress.flows_local")
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    assert!(per_shard.iter().all(|&n| n > 0), "{per_shard:?}");
+    assert_eq!(per_shard.iter().sum::<u64>(), flows.len() as u64, "{per_shard:?}");
+
+    let one = answers(&single_client, &single, &single_config, now).await;
+    let cluster = answers(&cluster_client, &shards[0], &cluster_config, now).await;
+    assert!(one.0.len() >= 20, "{:?}", one.0);
+    assert_eq!(one.0, cluster.0, "SLA results differ");
+    assert_eq!(one.1, cluster.1, "p95 report differs");
+    assert!(!one.2.is_empty());
+    assert_eq!(one.2, cluster.2, "hour rollups differ");
+    eprintln!(
+        "two-shard cluster: {} flows as {per_shard:?}; {} SLA results, {} p95 lines and the hour rollups equal one server's",
+        flows.len(),
+        one.0.len(),
+        one.1.len()
+    );
+}

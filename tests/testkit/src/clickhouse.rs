@@ -39,10 +39,34 @@ pub struct ClickHouseServer {
 impl ClickHouseServer {
     /// Starts a server on free loopback ports and waits until it answers `/ping`.
     pub fn start() -> anyhow::Result<Self> {
+        Self::start_with(free_port()?, free_port()?, "")
+    }
+
+    /// Starts `shards` servers on loopback as the shards (one replica each) of a cluster named
+    /// `cluster` in every server's `remote_servers`. No keeper: Egress runs its DDL on each
+    /// node (`clickhouse.cluster_nodes`).
+    pub fn start_cluster(cluster: &str, shards: usize) -> anyhow::Result<Vec<Self>> {
+        let ports: Vec<(u16, u16)> = (0..shards)
+            .map(|_| Ok((free_port()?, free_port()?)))
+            .collect::<anyhow::Result<_>>()?;
+        let shard_list: String = ports
+            .iter()
+            .map(|(_, tcp)| {
+                format!("<shard><replica><host>127.0.0.1</host><port>{tcp}</port></replica></shard>")
+            })
+            .collect();
+        let remote_servers = format!("<remote_servers><{cluster}>{shard_list}</{cluster}></remote_servers>");
+        ports
+            .into_iter()
+            .map(|(http, tcp)| Self::start_with(http, tcp, &remote_servers))
+            .collect()
+    }
+
+    /// Starts a server on the given ports with `extra` XML inside the root element.
+    fn start_with(http_port: u16, tcp_port: u16, extra: &str) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new().prefix("egress-clickhouse-").tempdir()?;
-        let http_port = free_port()?;
-        let tcp_port = free_port()?;
-        let config = render_config(dir.path(), http_port, tcp_port);
+        let config = render_config(dir.path(), http_port, tcp_port)
+            .replace("</yandex>", &format!("    {extra}\n</yandex>"));
         for sub in ["log", "data", "tmp", "user_files", "format_schemas"] {
             std::fs::create_dir_all(dir.path().join(sub))?;
         }
