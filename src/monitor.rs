@@ -98,15 +98,25 @@ pub async fn start(
         .listen
         .parse()
         .with_context(|| format!("monitor.listen: {:?}", config.monitor.listen))?;
-    let listener = tokio::net::TcpListener::bind(address)
-        .await
+    let listener = std::net::TcpListener::bind(address)
         .with_context(|| format!("cannot listen for the API on {address} (key: monitor.listen)"))?;
     let api_address = listener.local_addr()?;
+    let access_config = config.monitor.api.clone();
+    let access = api::Access::load(&access_config)?;
+    if !access.requires_tokens() && !api_address.ip().is_loopback() {
+        warn!(%api_address, "the query API is open to anyone who can reach it: configure monitor.api.tokens");
+    }
+    let state = state.with_access(access);
     let api_stop = shutdown.clone();
     let api_task = tokio::spawn(async move {
-        let server =
-            axum::serve(listener, api::router(state)).with_graceful_shutdown(api_stop.cancelled_owned());
-        if let Err(error) = server.await {
+        let served = api::serve(
+            listener,
+            api::router(state),
+            &access_config,
+            api_stop.cancelled_owned(),
+        )
+        .await;
+        if let Err(error) = served {
             error!(%error, "query API stopped");
         }
     });

@@ -19,6 +19,7 @@
 //!
 //! Shutdown: the router holds no background task; the server that serves it drains connections.
 
+pub mod access;
 mod alerts;
 mod error;
 mod flows;
@@ -45,6 +46,7 @@ use serde::Serialize;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
+pub use access::{serve, Access, AccessError, ApiAccessConfig, Role, TokenConfig};
 pub use alerts::{
     AlertState, AlertView, AlertsView, AlertsViewError, NewSilence, SilenceMatcher, SilenceState, SilenceView,
 };
@@ -124,6 +126,7 @@ pub struct ApiState {
     alerts: Arc<dyn AlertsView>,
     metrics: ApiMetrics,
     tracer: Option<Arc<RecordingTracer>>,
+    access: Access,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -159,6 +162,7 @@ impl ApiState {
             alerts,
             metrics: ApiMetrics::new(),
             tracer: None,
+            access: Access::default(),
         })
     }
 
@@ -174,6 +178,13 @@ impl ApiState {
     /// use too, so that `GET /api/v1/trace` shows the traces attached to alerts.
     pub fn tracer(&self) -> Option<Arc<dyn HopTracer>> {
         self.tracer.clone().map(|t| t as Arc<dyn HopTracer>)
+    }
+
+    /// Requires the tokens, roles and rate limit of `access` (see [`access`]); without it the
+    /// API is open.
+    pub fn with_access(mut self, access: Access) -> Self {
+        self.access = access;
+        self
     }
 
     /// The API's own metrics (also served on `/metrics`).
@@ -293,6 +304,10 @@ pub fn router(state: ApiState) -> Router {
         .layer(TimeoutLayer::with_status_code(
             StatusCode::GATEWAY_TIMEOUT,
             REQUEST_TIMEOUT,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.access.clone(),
+            access::require,
         ))
         // Outermost but metrics: every error any layer produced becomes JSON here.
         .layer(axum::middleware::from_fn(error::json_errors))

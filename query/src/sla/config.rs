@@ -17,6 +17,8 @@ pub struct MonitorConfig {
     pub listen: String,
     /// File holding the alert states across restarts.
     pub alert_state_path: String,
+    /// Who may use the query API: tokens and roles, rate limit, TLS (`[monitor.api]`).
+    pub api: crate::api::ApiAccessConfig,
 }
 
 impl Default for MonitorConfig {
@@ -25,6 +27,7 @@ impl Default for MonitorConfig {
             evaluation_interval_seconds: 60,
             listen: "127.0.0.1:9478".to_owned(),
             alert_state_path: ".local/alerts.json".to_owned(),
+            api: crate::api::ApiAccessConfig::default(),
         }
     }
 }
@@ -42,6 +45,7 @@ impl MonitorConfig {
         if self.alert_state_path.is_empty() {
             problems.push("alert_state_path: must not be empty".to_owned());
         }
+        problems.extend(self.api.problems().into_iter().map(|p| format!("api.{p}")));
         problems
     }
 }
