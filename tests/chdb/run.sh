@@ -23,3 +23,6 @@ EGRESS_DDL_DIR=$ddl_dir cargo test --quiet --manifest-path "$repo/Cargo.toml" -p
 EGRESS_DDL_DIR=$ddl_dir cargo test --quiet --manifest-path "$repo/Cargo.toml" -p egress-query \
     --test status_page dump_status_sql >/dev/null
 "$venv/bin/python" "$repo/tests/chdb/check_sla_sql.py" "$ddl_dir"
+EGRESS_DDL_DIR=$ddl_dir cargo test --quiet --manifest-path "$repo/Cargo.toml" -p egress-query \
+    --test dashboards dump_dashboard_sql >/dev/null
+"$venv/bin/python" "$repo/tests/chdb/check_dashboards.py" "$ddl_dir"
