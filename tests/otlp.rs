@@ -472,8 +472,11 @@ headers_from_env = {{ "x-otlp-token" = "EGRESS_TEST_OTLP_TOKEN" }}
         received.spans.len() > spans_before_stop,
         "the spans pending at exit were flushed"
     );
+    let metric_names: std::collections::BTreeSet<&str> =
+        received.points.iter().map(|p| p.name.as_str()).collect();
     eprintln!(
-        "OTLP receiver: {} spans ({spans_before_stop} before the stop) {:?}, {} metric points; datagrams {datagrams}, ipfix records \
+        "OTLP receiver: {} spans ({spans_before_stop} before the stop) {:?}, {} metric points of \
+         {metric_names:?}; datagrams {datagrams}, ipfix records \
          decoded {decoded}, written {written}, webhooks {}",
         received.spans.len(),
         names,
