@@ -1,6 +1,6 @@
 //! The `egress` binary: CLI parsing and wiring only; every subcommand calls a library function.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -14,6 +14,7 @@ use egress_collector::decode::DecoderConfig;
 use egress_collector::simulate::{self, SimulateConfig};
 
 mod monitor;
+mod telemetry;
 
 /// Egress: flow telemetry collector and egress-path SLA monitor.
 #[derive(Debug, Parser)]
@@ -196,21 +197,12 @@ struct RunArgs {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let filter = cli
-        .log
-        .clone()
-        .or_else(|| std::env::var("RUST_LOG").ok())
-        .unwrap_or_else(|| "info".to_owned());
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&filter).context("--log filter")?)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    let telemetry = init_tracing(&cli)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    match cli.command {
+    let outcome = match cli.command {
         Command::Decode(args) => decode(args),
         Command::Collector(args) => runtime.block_on(collector(args)),
         Command::Monitor(args) => runtime.block_on(async move {
@@ -220,7 +212,27 @@ fn main() -> anyhow::Result<()> {
         Command::Migrate(args) => runtime.block_on(migrate(args)),
         Command::Simulate(args) => runtime.block_on(simulate_only(args)),
         Command::Run(args) => runtime.block_on(run(args)),
-    }
+    };
+    telemetry.shutdown();
+    outcome
+}
+
+/// Logs to stderr (`--log`, else `RUST_LOG`, else `info`) and, for the long-running
+/// subcommands whose `[telemetry]` resolves to an OTLP endpoint, traces and metrics over OTLP
+/// (see `telemetry`). Runs before the async runtime exists, as the exporters' blocking HTTP
+/// client requires; so the configuration is read here once more than by the subcommand.
+fn init_tracing(cli: &Cli) -> anyhow::Result<telemetry::Telemetry> {
+    let filter = cli
+        .log
+        .clone()
+        .or_else(|| std::env::var("RUST_LOG").ok())
+        .unwrap_or_else(|| "info".to_owned());
+    let config = match &cli.command {
+        Command::Collector(args) | Command::Monitor(args) => Some(args.config.load()?),
+        Command::Run(args) => Some(args.config.load()?),
+        Command::Decode(_) | Command::Migrate(_) | Command::Simulate(_) => None,
+    };
+    telemetry::init(&filter, config.as_ref().map(|c| &c.telemetry))
 }
 
 /// A token cancelled on SIGINT or SIGTERM.
@@ -246,7 +258,10 @@ fn shutdown_on_signal() -> CancellationToken {
 
 async fn collector(args: ServiceArgs) -> anyhow::Result<()> {
     let config = args.config.load()?;
-    egress_collector::pipeline::run(config, shutdown_on_signal()).await
+    let running = egress_collector::pipeline::start(config, shutdown_on_signal()).await?;
+    telemetry::observe_collector(&running.metrics);
+    running.wait().await;
+    Ok(())
 }
 
 async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
@@ -282,6 +297,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let config = args.config.load()?;
     let shutdown = shutdown_on_signal();
     let running = egress_collector::pipeline::start(config.clone(), shutdown.clone()).await?;
+    telemetry::observe_collector(&running.metrics);
     // The collector applies the migrations (when `collector.migrate_on_start`); the monitor waits
     // until they are all recorded, so that two migrations never race.
     let monitor = monitor::start(config, false, shutdown.clone()).await?;

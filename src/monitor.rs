@@ -21,7 +21,7 @@ use anyhow::Context;
 use chrono::Utc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{error, field, info, info_span, warn, Instrument};
 
 use egress_alerts::notify::delivery::{DeliveryAttempt, DeliveryLog, DeliveryOutcome};
 use egress_alerts::notify::Notifier;
@@ -181,6 +181,7 @@ async fn evaluation_loop(
         return;
     };
     let interval = Duration::from_secs(config.monitor.evaluation_interval_seconds);
+    let instruments = crate::telemetry::MonitorInstruments::new();
     // SLAs that were removed from the configuration resolve their alerts.
     let names: std::collections::BTreeSet<String> = config.slas.iter().map(|s| s.name.clone()).collect();
     match store
@@ -202,49 +203,107 @@ async fn evaluation_loop(
             _ = ticker.tick() => {}
             () = shutdown.cancelled() => return,
         }
-        let now = Utc::now();
-        let now_secs = u32::try_from(now.timestamp()).unwrap_or(u32::MAX);
-        if let Err(error) = egress_query::rollups::close_hours(client, ch, now_secs).await {
-            warn!(%error, "rollups: closing hours failed");
-        }
-        let ctx = EvalContext::from_model(now_secs, &ch.database, model, ch.query_timeout());
-        let mut notifications = Vec::new();
-        let mut all_results = Vec::new();
-        for sla in &config.slas {
-            let results = match SlaSpec::of(sla) {
-                Ok(spec) => spec.evaluate(client, sla, &ctx).await,
-                Err(error) => Err(error),
-            };
-            let results = match results {
-                Ok(results) => results,
-                Err(error) => {
-                    // The state stays as it was: a failed read is not a recovery.
-                    warn!(sla = %sla.name, %error, "SLA evaluation failed; its alerts keep their state");
-                    continue;
+        // One trace per cycle: its SLA evaluations, by verdict, and how long it took.
+        let cycle = info_span!(
+            "evaluation_cycle",
+            slas = config.slas.len(),
+            results = field::Empty,
+            breaching = field::Empty,
+            ok = field::Empty,
+            no_data = field::Empty,
+            failed = field::Empty,
+            notifications = field::Empty,
+            duration_ms = field::Empty,
+        );
+        let started = std::time::Instant::now();
+        async {
+            let now = Utc::now();
+            let now_secs = u32::try_from(now.timestamp()).unwrap_or(u32::MAX);
+            if let Err(error) = egress_query::rollups::close_hours(client, ch, now_secs).await {
+                warn!(%error, "rollups: closing hours failed");
+            }
+            let ctx = EvalContext::from_model(now_secs, &ch.database, model, ch.query_timeout());
+            let mut notifications = Vec::new();
+            let mut all_results = Vec::new();
+            let mut verdicts = VerdictCounts::default();
+            for sla in &config.slas {
+                let evaluation = info_span!(
+                    "sla_evaluation",
+                    sla = %sla.name,
+                    kind = sla.kind.as_str(),
+                    results = field::Empty,
+                    outcome = field::Empty,
+                    "otel.status_code" = field::Empty,
+                );
+                let results = match SlaSpec::of(sla) {
+                    Ok(spec) => {
+                        spec.evaluate(client, sla, &ctx)
+                            .instrument(evaluation.clone())
+                            .await
+                    }
+                    Err(error) => Err(error),
+                };
+                let results = match results {
+                    Ok(results) => results,
+                    Err(error) => {
+                        evaluation.record("outcome", "failed");
+                        evaluation.record("otel.status_code", "error");
+                        instruments.evaluated(&sla.name, sla.kind.as_str(), "failed");
+                        verdicts.failed += 1;
+                        // The state stays as it was: a failed read is not a recovery.
+                        evaluation.in_scope(|| {
+                        warn!(sla = %sla.name, %error, "SLA evaluation failed; its alerts keep their state")
+                    });
+                        continue;
+                    }
+                };
+                evaluation.record("results", results.len());
+                evaluation.record("outcome", "ok");
+                instruments.evaluated(&sla.name, sla.kind.as_str(), "ok");
+                let mut samples: Vec<AlertSample> = results.iter().map(|r| alert_sample(r, sla)).collect();
+                verdicts.count(&samples);
+                if sla.kind == sla::KindName::Latency {
+                    attach_traces(&mut samples, store, tracer, config)
+                        .instrument(evaluation.clone())
+                        .await;
                 }
-            };
-            let mut samples: Vec<AlertSample> = results.iter().map(|r| alert_sample(r, sla)).collect();
-            if sla.kind == sla::KindName::Latency {
-                attach_traces(&mut samples, store, tracer, config).await;
+                let rule = alert_rule(sla, config);
+                match store
+                    .lock()
+                    .map_err(|_| "alert state lock poisoned".to_owned())
+                    .and_then(|mut s| s.evaluate(&rule, &samples, now).map_err(|e| e.to_string()))
+                {
+                    Ok(mut n) => notifications.append(&mut n),
+                    Err(error) => error!(sla = %sla.name, %error, "alert state could not be updated"),
+                }
+                all_results.extend(results);
             }
-            let rule = alert_rule(sla, config);
-            match store
-                .lock()
-                .map_err(|_| "alert state lock poisoned".to_owned())
-                .and_then(|mut s| s.evaluate(&rule, &samples, now).map_err(|e| e.to_string()))
+            if let Err(error) =
+                sla::write_results(client, &ch.database, &all_results, ch.insert_timeout()).await
             {
-                Ok(mut n) => notifications.append(&mut n),
-                Err(error) => error!(sla = %sla.name, %error, "alert state could not be updated"),
+                warn!(%error, results = all_results.len(), "sla_results could not be written");
             }
-            all_results.extend(results);
+            cycle.record("results", all_results.len());
+            cycle.record("breaching", verdicts.breaching);
+            cycle.record("ok", verdicts.ok);
+            cycle.record("no_data", verdicts.no_data);
+            cycle.record("failed", verdicts.failed);
+            cycle.record("notifications", notifications.len());
+            if let Ok(store) = store.lock() {
+                let firing = store
+                    .alerts()
+                    .alerts()
+                    .filter(|a| a.phase == egress_alerts::state::AlertPhase::Firing)
+                    .count();
+                instruments.firing(firing as u64);
+            }
+            if !notifications.is_empty() && notify.send(notifications).await.is_err() {
+                error!("the notifier has stopped; notifications lost");
+            }
         }
-        if let Err(error) = sla::write_results(client, &ch.database, &all_results, ch.insert_timeout()).await
-        {
-            warn!(%error, results = all_results.len(), "sla_results could not be written");
-        }
-        if !notifications.is_empty() && notify.send(notifications).await.is_err() {
-            error!("the notifier has stopped; notifications lost");
-        }
+        .instrument(cycle.clone())
+        .await;
+        cycle.record("duration_ms", started.elapsed().as_millis() as u64);
         if !version.has_ttl() && last_retention.is_none_or(|t| t.elapsed() >= Duration::from_secs(3600)) {
             last_retention = Some(tokio::time::Instant::now());
             for result in [
@@ -262,6 +321,28 @@ async fn evaluation_loop(
                     Ok(_) => {}
                     Err(error) => warn!(%error, "retention failed"),
                 }
+            }
+        }
+    }
+}
+
+/// Results of one cycle by verdict, for the cycle's span.
+#[derive(Debug, Default)]
+struct VerdictCounts {
+    breaching: u64,
+    ok: u64,
+    no_data: u64,
+    /// SLAs whose evaluation failed.
+    failed: u64,
+}
+
+impl VerdictCounts {
+    fn count(&mut self, samples: &[AlertSample]) {
+        for sample in samples {
+            match sample.verdict {
+                SampleVerdict::Breaching => self.breaching += 1,
+                SampleVerdict::Ok => self.ok += 1,
+                SampleVerdict::NoData => self.no_data += 1,
             }
         }
     }

@@ -67,6 +67,9 @@ pub struct Config {
     /// Active probes of each egress path (TCP connect and ICMP echo RTT), run by the monitor
     /// into the `probes` table; the latency SLA reads them.
     pub probes: crate::probe::ProbeConfig,
+    /// OpenTelemetry export (OTLP over HTTP/protobuf) of traces and metrics; off unless an
+    /// endpoint is set.
+    pub telemetry: TelemetryConfig,
 }
 
 /// Where the collector stores what it decodes.
@@ -160,6 +163,85 @@ impl Default for BatchConfig {
             retry_max_ms: 10_000,
             shutdown_timeout_seconds: 30,
         }
+    }
+}
+
+/// OpenTelemetry export: the evaluation cycles, inserts and notifications as traces, and the
+/// collector's and monitor's metrics, sent over OTLP/HTTP (protobuf) to a collector or backend.
+/// The binary's `telemetry` module builds the exporters from it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// Base URL of the OTLP/HTTP receiver, e.g. `http://127.0.0.1:4318`; traces go to
+    /// `<url>/v1/traces`, metrics to `<url>/v1/metrics`. Unset: the standard
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` environment variable is used when it is set; when neither
+    /// is, nothing is exported and no exporter is built.
+    pub otlp_endpoint: Option<String>,
+    /// The `service.name` resource attribute of everything exported (set one per instance, e.g.
+    /// `egress-collector-fra1`). Other resource attributes come from `OTEL_RESOURCE_ATTRIBUTES`.
+    pub service_name: String,
+    /// Seconds between two metric exports.
+    pub export_interval_seconds: u64,
+    /// Fraction of evaluation cycles, inserts and notifications whose traces are kept, 0 to 1
+    /// (a child span follows its root's decision).
+    pub traces_sample_ratio: f64,
+    /// HTTP headers sent with every export (e.g. a backend's API key), as header name →
+    /// name of the environment variable holding the value, so that secrets never appear in this
+    /// file: `headers_from_env = { "x-honeycomb-team" = "HONEYCOMB_API_KEY" }`. A variable that
+    /// is not set stops the start-up with an error naming the key.
+    pub headers_from_env: BTreeMap<String, String>,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: None,
+            service_name: "egress".to_owned(),
+            export_interval_seconds: 60,
+            traces_sample_ratio: 1.0,
+            headers_from_env: BTreeMap::new(),
+        }
+    }
+}
+
+impl TelemetryConfig {
+    /// Every problem, each naming its key (without the `telemetry.` prefix).
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if let Some(endpoint) = &self.otlp_endpoint {
+            let host = endpoint
+                .strip_prefix("http://")
+                .or_else(|| endpoint.strip_prefix("https://"));
+            if host.is_none_or(|h| h.is_empty() || h.starts_with('/')) {
+                problems.push(format!(
+                    "otlp_endpoint: {endpoint:?} is not an http:// or https:// URL"
+                ));
+            }
+        }
+        if self.service_name.trim().is_empty() {
+            problems.push("service_name: must not be empty".to_owned());
+        }
+        if self.export_interval_seconds == 0 {
+            problems.push("export_interval_seconds: must be at least 1".to_owned());
+        }
+        if !(0.0..=1.0).contains(&self.traces_sample_ratio) {
+            problems.push(format!(
+                "traces_sample_ratio: {} is out of range 0..=1",
+                self.traces_sample_ratio
+            ));
+        }
+        for (header, variable) in &self.headers_from_env {
+            let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+            if header.is_empty() || !header.chars().all(token) {
+                problems.push(format!("headers_from_env.{header}: not a valid HTTP header name"));
+            }
+            if variable.is_empty() || variable.contains('=') || variable.contains('\0') {
+                problems.push(format!(
+                    "headers_from_env.{header}: {variable:?} is not an environment variable name"
+                ));
+            }
+        }
+        problems
     }
 }
 
@@ -294,6 +376,12 @@ impl Config {
                 .into_iter()
                 .map(|p| format!("clickhouse.{p}")),
         );
+        problems.extend(
+            self.telemetry
+                .problems()
+                .into_iter()
+                .map(|p| format!("telemetry.{p}")),
+        );
         if problems.is_empty() {
             Ok(())
         } else {
@@ -358,6 +446,10 @@ mod tests {
         );
         let model = egress_query::model::EgressModel::build(&config.model, &config.exporters).expect("model");
         assert!(!model.paths().is_empty());
+        assert!(
+            config.telemetry.otlp_endpoint.is_none() && !config.telemetry.headers_from_env.is_empty(),
+            "the example documents [telemetry], off"
+        );
     }
 
     #[test]
@@ -472,6 +564,52 @@ capacity_bps = 0
         let config = Config::load(Some(&path), env, &["batch.max_rows=30".to_owned()]).expect("config");
         assert_eq!(config.batch.max_rows, 30);
         assert_eq!(config.batch.max_age_ms, 20);
+    }
+
+    #[test]
+    fn telemetry_is_off_by_default_and_set_from_the_environment() {
+        let config = Config::load(None, no_env(), &[]).expect("defaults");
+        assert_eq!(config.telemetry.otlp_endpoint, None);
+        assert_eq!(config.telemetry.service_name, "egress");
+        let env = vec![(
+            "EGRESS__TELEMETRY__OTLP_ENDPOINT".to_owned(),
+            "http://127.0.0.1:4318".to_owned(),
+        )];
+        let sets = ["telemetry.headers_from_env={ authorization = \"OTLP_TOKEN\" }".to_owned()];
+        let config = Config::load(None, env, &sets).expect("config");
+        assert_eq!(
+            config.telemetry.otlp_endpoint.as_deref(),
+            Some("http://127.0.0.1:4318")
+        );
+        assert_eq!(
+            config
+                .telemetry
+                .headers_from_env
+                .get("authorization")
+                .map(String::as_str),
+            Some("OTLP_TOKEN")
+        );
+    }
+
+    #[test]
+    fn telemetry_problems_name_their_keys() {
+        let sets = [
+            "telemetry.otlp_endpoint=\"127.0.0.1:4318\"".to_owned(),
+            "telemetry.traces_sample_ratio=1.5".to_owned(),
+            "telemetry.export_interval_seconds=0".to_owned(),
+            "telemetry.headers_from_env={ \"bad header\" = \"X\" }".to_owned(),
+        ];
+        let error = Config::load(None, no_env(), &sets)
+            .expect_err("invalid")
+            .to_string();
+        for key in [
+            "telemetry.otlp_endpoint",
+            "telemetry.traces_sample_ratio",
+            "telemetry.export_interval_seconds",
+            "telemetry.headers_from_env.bad header",
+        ] {
+            assert!(error.contains(key), "{key} missing from:\n{error}");
+        }
     }
 
     #[test]

@@ -10,12 +10,17 @@
 //! capped at 60 s); any other status (other 4xx, 3xx) = failed at once. At most
 //! `max_attempts` attempts, and no wait that would end past `max_total` from the first attempt.
 //! Timers use `tokio::time`, so tests can run them under `tokio::time::pause()`.
+//!
+//! Traces: one `alert_notification` span per request (receiver, kind, status, alerts, attempts,
+//! outcome) with one `alert_delivery_attempt` child per attempt (attempt, HTTP status,
+//! outcome), exported when the binary has an OTLP endpoint (`[telemetry]`).
 
 use std::sync::Mutex;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use tracing::{field, Instrument};
 
 use crate::config::ReceiverKind;
 use crate::labels::Fingerprint;
@@ -180,6 +185,19 @@ pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
 
 /// Sends `request` with retries; returns whether it was delivered. Every attempt is logged,
 /// once per carried alert.
+#[tracing::instrument(
+    name = "alert_notification",
+    skip_all,
+    fields(
+        receiver = receiver,
+        receiver_kind = kind.as_str(),
+        status = carried_status(&request.carries),
+        alerts = request.carries.len(),
+        attempts = field::Empty,
+        outcome = field::Empty,
+        otel.status_code = field::Empty,
+    )
+)]
 pub async fn deliver(
     client: &reqwest::Client,
     receiver: &str,
@@ -200,24 +218,34 @@ pub async fn deliver(
         for (name, value) in &request.headers {
             builder = builder.header(name, value);
         }
-        let (http_status, retry_after, error) = match builder.send().await {
-            Ok(response) => {
-                let status = response.status().as_u16();
-                let retry_after = response
-                    .headers()
-                    .get(reqwest::header::RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| parse_retry_after(v, Utc::now()));
-                let error = if response.status().is_success() {
-                    String::new()
-                } else {
-                    let body = response.text().await.unwrap_or_default();
-                    format!("HTTP {status}: {}", body.chars().take(200).collect::<String>())
-                };
-                (Some(status), retry_after, error)
+        let attempt_span = tracing::info_span!(
+            "alert_delivery_attempt",
+            attempt,
+            http_status = field::Empty,
+            outcome = field::Empty,
+        );
+        let (http_status, retry_after, error) = async {
+            match builder.send().await {
+                Ok(response) => {
+                    let status = response.status().as_u16();
+                    let retry_after = response
+                        .headers()
+                        .get(reqwest::header::RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| parse_retry_after(v, Utc::now()));
+                    let error = if response.status().is_success() {
+                        String::new()
+                    } else {
+                        let body = response.text().await.unwrap_or_default();
+                        format!("HTTP {status}: {}", body.chars().take(200).collect::<String>())
+                    };
+                    (Some(status), retry_after, error)
+                }
+                Err(err) => (None, None, error_chain(&err)),
             }
-            Err(err) => (None, None, error_chain(&err)),
-        };
+        }
+        .instrument(attempt_span.clone())
+        .await;
         let verdict = classify(http_status, retry_after);
         let next_delay = match &verdict {
             Verdict::Retry(after) if attempt < policy.max_attempts => {
@@ -231,6 +259,17 @@ pub async fn deliver(
             (_, Some(_)) => DeliveryOutcome::Retrying,
             (_, None) => DeliveryOutcome::Failed,
         };
+        attempt_span.record("http_status", http_status.unwrap_or(0));
+        attempt_span.record("outcome", outcome.as_str());
+        drop(attempt_span);
+        if outcome != DeliveryOutcome::Retrying {
+            let span = tracing::Span::current();
+            span.record("attempts", attempt);
+            span.record("outcome", outcome.as_str());
+            if outcome == DeliveryOutcome::Failed {
+                span.record("otel.status_code", "error");
+            }
+        }
         let time = Utc::now();
         for carried in &request.carries {
             log.record(DeliveryAttempt {
@@ -257,6 +296,15 @@ pub async fn deliver(
                 return false;
             }
         }
+    }
+}
+
+/// `firing` or `resolved` when every carried alert has that status, else `mixed`.
+fn carried_status(carries: &[Carried]) -> &'static str {
+    match carries.split_first() {
+        Some((first, rest)) if rest.iter().all(|c| c.status == first.status) => first.status.as_str(),
+        Some(_) => "mixed",
+        None => "",
     }
 }
 

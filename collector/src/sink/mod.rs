@@ -8,6 +8,10 @@
 //! mismatch) is counted as `egress_records_dropped_total{reason="sink_rejected"}` and logged at
 //! ERROR. At shutdown the writer drains its input and keeps retrying for at most
 //! `batch.shutdown_timeout_seconds`; what is still unwritten then is counted as `shutdown`.
+//!
+//! Every insert attempt is a `sink_insert` span (table, rows, estimated bytes, attempt,
+//! outcome), one per batch and attempt, never per record: exported as a trace when the binary
+//! has an OTLP endpoint (`[telemetry]`).
 
 pub mod clickhouse;
 
@@ -16,7 +20,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{error, field, info, info_span, warn, Instrument};
 
 use crate::batch::Batch;
 use crate::config::BatchConfig;
@@ -44,6 +48,24 @@ impl Sink {
             Batch::Counters(rows) => sink.insert(INTERFACE_COUNTERS_TABLE, rows).await,
             Batch::Stats(rows) => sink.insert(EXPORTER_STATS_TABLE, rows).await,
         }
+    }
+}
+
+/// The table a batch goes to.
+fn table(batch: &Batch) -> &'static str {
+    match batch {
+        Batch::Flows(_) => FLOWS_TABLE,
+        Batch::Counters(_) => INTERFACE_COUNTERS_TABLE,
+        Batch::Stats(_) => EXPORTER_STATS_TABLE,
+    }
+}
+
+/// The RowBinary size of a batch, estimated as the batcher does (rows × row size).
+fn estimated_bytes(batch: &Batch) -> usize {
+    match batch {
+        Batch::Flows(rows) => std::mem::size_of_val(rows.as_slice()),
+        Batch::Counters(rows) => std::mem::size_of_val(rows.as_slice()),
+        Batch::Stats(rows) => std::mem::size_of_val(rows.as_slice()),
     }
 }
 
@@ -77,7 +99,32 @@ impl SinkWriter {
             let mut attempts = 0u32;
             loop {
                 let started = Instant::now();
-                match self.sink.insert(&batch).await {
+                let span = info_span!(
+                    "sink_insert",
+                    table = table(&batch),
+                    rows = batch.len(),
+                    bytes = estimated_bytes(&batch),
+                    attempt = attempts + 1,
+                    outcome = field::Empty,
+                    error = field::Empty,
+                    "otel.status_code" = field::Empty,
+                );
+                let result = self.sink.insert(&batch).instrument(span.clone()).await;
+                span.record(
+                    "outcome",
+                    match &result {
+                        Ok(()) => "written",
+                        Err(err) if err.is_retryable() => "retryable_error",
+                        Err(_) => "rejected",
+                    },
+                );
+                if let Err(err) = &result {
+                    span.record("error", field::display(err));
+                    span.record("otel.status_code", "error");
+                }
+                // The span ends with the attempt, not after the backoff below.
+                drop(span);
+                match result {
                     Ok(()) => {
                         self.metrics
                             .insert_seconds
