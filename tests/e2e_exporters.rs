@@ -271,14 +271,18 @@ struct Collector {
     child: Child,
     listen: SocketAddr,
     metrics: SocketAddr,
+    /// This collector's own spool directory.
+    _spool: tempfile::TempDir,
 }
 
 impl Collector {
     fn start(clickhouse: &ClickHouseServer) -> Self {
         let listen = SocketAddr::from(([127, 0, 0, 1], free_udp_port().unwrap()));
         let metrics = SocketAddr::from(([127, 0, 0, 1], free_tcp_port().unwrap()));
+        let spool = tempfile::tempdir().expect("spool dir");
         let child = Command::new(env!("CARGO_BIN_EXE_egress"))
             .arg("collector")
+            .env("EGRESS__SPOOL__DIR", spool.path())
             .args(["--log", "error"])
             .args(["--listen", &listen.to_string()])
             .args(["--clickhouse-url", &clickhouse.http_url()])
@@ -289,6 +293,7 @@ impl Collector {
             .expect("starting egress collector");
         let mut collector = Self {
             child,
+            _spool: spool,
             listen,
             metrics,
         };

@@ -59,7 +59,10 @@ impl Egress {
             .append(true)
             .open(log)
             .expect("log file");
+        // Each test's own spool, beside its configuration (kept across a restart).
+        let spool = config.parent().expect("config in a directory").join("spool");
         let child = Command::new(env!("CARGO_BIN_EXE_egress"))
+            .env("EGRESS__SPOOL__DIR", &spool)
             .args(["run", "--config"])
             .arg(config)
             .env("EGRESS_TEST_WEBHOOK_SECRET", SECRET)

@@ -39,6 +39,7 @@ fn fleet(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn several_exporters_keep_their_own_sampling_rates() {
     let server = ClickHouseServer::start().expect("ClickHouse server");
+    let spool_dir = tempfile::tempdir().expect("spool dir");
     let sets = [
         "collector.listen=[\"127.0.0.1:0\"]".to_owned(),
         "collector.metrics_listen=\"127.0.0.1:0\"".to_owned(),
@@ -46,6 +47,7 @@ async fn several_exporters_keep_their_own_sampling_rates() {
         "collector.workers=2".to_owned(),
         "batch.max_age_ms=200".to_owned(),
         format!("clickhouse.url=\"{}\"", server.http_url()),
+        format!("spool.dir=\"{}\"", spool_dir.path().display()),
         "clickhouse.database=\"multi\"".to_owned(),
     ];
     let config = Config::load(None, Vec::new(), &sets).expect("config");
@@ -158,6 +160,7 @@ async fn wait_for(mut condition: impl FnMut() -> bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clickhouse_outage_loses_nothing() {
     let mut server = ClickHouseServer::start().expect("ClickHouse server");
+    let spool_dir = tempfile::tempdir().expect("spool dir");
     let sets = [
         "collector.listen=[\"127.0.0.1:0\"]".to_owned(),
         "collector.metrics_listen=\"127.0.0.1:0\"".to_owned(),
@@ -165,6 +168,7 @@ async fn clickhouse_outage_loses_nothing() {
         "batch.retry_initial_ms=100".to_owned(),
         "batch.retry_max_ms=1000".to_owned(),
         format!("clickhouse.url=\"{}\"", server.http_url()),
+        format!("spool.dir=\"{}\"", spool_dir.path().display()),
         "clickhouse.database=\"outage\"".to_owned(),
     ];
     let config = Config::load(None, Vec::new(), &sets).expect("config");
@@ -255,6 +259,8 @@ async fn wait_written(metrics: &egress_collector::metrics::Metrics, records: u64
 async fn two_collectors_share_a_port_and_write_to_a_two_shard_cluster() {
     let shards = ClickHouseServer::start_cluster("edge_cluster", 2).expect("two shards");
     let nodes: Vec<String> = shards.iter().map(ClickHouseServer::http_url).collect();
+    // One spool directory per instance (named after its listen address).
+    let spool_root = tempfile::tempdir().expect("spool dirs");
     let start = |listen: String, node: String| {
         let sets = vec![
             format!("collector.listen=[\"{listen}\"]"),
@@ -263,6 +269,7 @@ async fn two_collectors_share_a_port_and_write_to_a_two_shard_cluster() {
             "collector.workers=1".to_owned(),
             "batch.max_age_ms=200".to_owned(),
             format!("clickhouse.url=\"{node}\""),
+            format!("spool.dir=\"{}\"", spool_root.path().join(&listen).display()),
             "clickhouse.database=\"scaled\"".to_owned(),
             "clickhouse.cluster=\"edge_cluster\"".to_owned(),
             format!(

@@ -194,7 +194,10 @@ struct Egress(Child);
 impl Egress {
     fn start(config: &Path, log: &Path) -> Self {
         let log = std::fs::File::create(log).expect("log file");
+        // Each test's own spool, beside its configuration (kept across a restart).
+        let spool = config.parent().expect("config in a directory").join("spool");
         let child = Command::new(env!("CARGO_BIN_EXE_egress"))
+            .env("EGRESS__SPOOL__DIR", &spool)
             .args(["run", "--simulate", "ipfix=200", "--config"])
             .arg(config)
             .env("EGRESS_TEST_WEBHOOK_SECRET", "otlp-webhook-secret")

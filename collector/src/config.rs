@@ -70,6 +70,8 @@ pub struct Config {
     /// OpenTelemetry export (OTLP over HTTP/protobuf) of traces and metrics; off unless an
     /// endpoint is set.
     pub telemetry: TelemetryConfig,
+    /// The disk spool for batches ClickHouse cannot take now (`[spool]`).
+    pub spool: crate::spool::SpoolConfig,
 }
 
 /// Where the collector stores what it decodes.
@@ -382,6 +384,13 @@ impl Config {
                 .into_iter()
                 .map(|p| format!("telemetry.{p}")),
         );
+        problems.extend(self.spool.problems().into_iter().map(|p| format!("spool.{p}")));
+        if self.spool.enabled && self.spool.max_bytes < 4 * self.batch.max_bytes as u64 {
+            problems.push(format!(
+                "spool.max_bytes: {} is below four batches of batch.max_bytes ({})",
+                self.spool.max_bytes, self.batch.max_bytes
+            ));
+        }
         if problems.is_empty() {
             Ok(())
         } else {

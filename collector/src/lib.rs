@@ -22,3 +22,4 @@ pub mod pipeline;
 pub mod probe;
 pub mod simulate;
 pub mod sink;
+pub mod spool;

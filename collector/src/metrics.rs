@@ -28,18 +28,27 @@ pub enum DropReason {
     QueueFull,
     /// ClickHouse rejected the batch with an error a retry cannot fix.
     SinkRejected,
-    /// The process was stopping and the last batches could not be written in time.
+    /// The process was stopping and the last batches could not be written in time (only
+    /// without a spool; with one they stay on disk).
     Shutdown,
+    /// The disk spool reached `spool.max_bytes` and its oldest batches were deleted.
+    SpoolFull,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 3] = [Self::QueueFull, Self::SinkRejected, Self::Shutdown];
+    pub const ALL: [DropReason; 4] = [
+        Self::QueueFull,
+        Self::SinkRejected,
+        Self::Shutdown,
+        Self::SpoolFull,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::QueueFull => "queue_full",
             Self::SinkRejected => "sink_rejected",
             Self::Shutdown => "shutdown",
+            Self::SpoolFull => "spool_full",
         }
     }
 }
@@ -64,6 +73,14 @@ pub struct Metrics {
     pub queue_chunks: Gauge,
     pub insert_seconds: Histogram,
     pub insert_failures: Counter,
+    /// Flow records written to the disk spool (each counted once, when spooled).
+    pub records_spooled: Counter,
+    /// Bytes of batches waiting in the disk spool.
+    pub spool_bytes: Gauge,
+    /// Batches waiting in the disk spool.
+    pub spool_batches: Gauge,
+    /// Spool segments found corrupt and set aside.
+    pub spool_corrupt_segments: Counter,
 }
 
 impl Default for Metrics {
@@ -91,6 +108,30 @@ impl Metrics {
         let queue_chunks = Gauge::default();
         let insert_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 16));
         let insert_failures = Counter::default();
+        let records_spooled = Counter::default();
+        let spool_bytes = Gauge::default();
+        let spool_batches = Gauge::default();
+        let spool_corrupt_segments = Counter::default();
+        registry.register(
+            "egress_records_spooled",
+            "Flow records written to the disk spool while ClickHouse was down or slow",
+            records_spooled.clone(),
+        );
+        registry.register(
+            "egress_spool_bytes",
+            "Bytes of batches waiting in the disk spool",
+            spool_bytes.clone(),
+        );
+        registry.register(
+            "egress_spool_batches",
+            "Batches waiting in the disk spool",
+            spool_batches.clone(),
+        );
+        registry.register(
+            "egress_spool_corrupt_segments",
+            "Disk spool segments found corrupt (checksum or length) and set aside",
+            spool_corrupt_segments.clone(),
+        );
 
         registry.register(
             "egress_datagrams_received",
@@ -191,6 +232,10 @@ impl Metrics {
             queue_chunks,
             insert_seconds,
             insert_failures,
+            records_spooled,
+            spool_bytes,
+            spool_batches,
+            spool_corrupt_segments,
         };
         // Pre-register every label value so the series exist (at 0) from the start.
         for protocol in FlowType::ALL.into_iter().filter(|t| *t != FlowType::Unknown) {

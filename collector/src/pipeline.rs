@@ -59,6 +59,14 @@ impl RunningCollector {
 /// the stages run until `shutdown` is cancelled (see [`RunningCollector::shutdown`]).
 pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<RunningCollector> {
     let metrics = Metrics::new();
+    // Before anything starts: a locked or unusable spool directory stops the start. It only
+    // matters when there is a server to be down, and stays locked until the writer stops.
+    let spool = match (config.collector.sink, config.spool.enabled) {
+        (SinkKind::Clickhouse, true) => Some(
+            crate::spool::Spool::open(&config.spool).with_context(|| "spool (key: spool.dir)".to_owned())?,
+        ),
+        _ => None,
+    };
     let sockets = listener::bind(
         &config.collector.listen,
         config.collector.workers,
@@ -150,11 +158,13 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             metrics: metrics.clone(),
             config: config.batch.clone(),
             schema_ready: schema.is_some().then_some(schema_ready_rx),
+            spool,
         }
         .run(batch_rx, shutdown.clone()),
     );
 
     let stop = shutdown.clone();
+    let final_metrics = metrics.clone();
     let done = tokio::spawn(async move {
         stop.cancelled().await;
         info!("stopping: draining listeners, batches and sink");
@@ -180,7 +190,24 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         if let Some(schema) = schema {
             let _ = schema.await;
         }
-        info!("collector stopped");
+        // The account of the run: what was decoded (flow records and sFlow counter samples) is
+        // written, still in the spool, or dropped (by reason in /metrics).
+        let decoded: u64 = crate::normalise::FlowType::ALL
+            .iter()
+            .map(|t| final_metrics.decoded(*t).get())
+            .sum();
+        let dropped: u64 = crate::metrics::DropReason::ALL
+            .iter()
+            .map(|r| final_metrics.dropped(*r).get())
+            .sum();
+        info!(
+            records_decoded = decoded,
+            records_written = final_metrics.records_written.get(),
+            counter_samples_written = final_metrics.counter_samples_written.get(),
+            records_spooled = final_metrics.records_spooled.get(),
+            records_dropped = dropped,
+            "collector stopped"
+        );
     });
 
     Ok(RunningCollector {

@@ -404,7 +404,7 @@ pub fn tables() -> Vec<TableDef> {
                 ColumnDef::new("flow_type", flow_type, "",
                     "Export protocol; unknown for datagrams that were not recognised."),
                 ColumnDef::new("datagrams", "UInt64", "T64, LZ4", "Datagrams received in the minute."),
-                ColumnDef::new("records", "UInt64", "T64, LZ4", "Flow records decoded in the minute."),
+                ColumnDef::new("records", "UInt64", "T64, LZ4", "Data records decoded in the minute: flow records and options records (as IPFIX sequence numbers count them)."),
                 ColumnDef::new("records_lost", "UInt64", "T64, LZ4",
                     "Records the exporter sequence numbers say were sent but never arrived."),
                 ColumnDef::new("decode_error_kinds", "Array(String)", "",

@@ -9,6 +9,10 @@
 //! ERROR. At shutdown the writer drains its input and keeps retrying for at most
 //! `batch.shutdown_timeout_seconds`; what is still unwritten then is counted as `shutdown`.
 //!
+//! With the disk spool (`[spool]`, on by default) a batch that cannot be inserted now goes to
+//! disk instead of waiting in memory, and the spool is replayed in order; see
+//! [`SinkWriter::run_spooled`] and [`crate::spool`]. Without it, the behaviour above holds.
+//!
 //! Every insert attempt is a `sink_insert` span (table, rows, estimated bytes, attempt,
 //! outcome), one per batch and attempt, never per record: exported as a trace when the binary
 //! has an OTLP endpoint (`[telemetry]`).
@@ -25,6 +29,7 @@ use tracing::{error, field, info, info_span, warn, Instrument};
 use crate::batch::Batch;
 use crate::config::BatchConfig;
 use crate::metrics::{DropReason, Metrics};
+use crate::spool::Spool;
 use egress_query::schema::{EXPORTER_STATS_TABLE, FLOWS_TABLE, INTERFACE_COUNTERS_TABLE};
 
 pub use self::clickhouse::{ClickHouseSink, SinkError};
@@ -76,14 +81,75 @@ pub struct SinkWriter {
     pub metrics: Metrics,
     pub config: BatchConfig,
     /// When set, nothing is inserted before it says `true` (the schema migrations are done);
-    /// batches wait in the queue meanwhile, so no insert races a migration.
+    /// batches wait (in the spool, or in the queue without one) meanwhile, so no insert races
+    /// a migration.
     pub schema_ready: Option<tokio::sync::watch::Receiver<bool>>,
+    /// The disk spool; `None` keeps failed batches in memory only.
+    pub spool: Option<Spool>,
+}
+
+/// Runs blocking file work of the spool without stalling other tasks on this worker thread.
+fn blocking<T>(work: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
+        _ => work(),
+    }
 }
 
 impl SinkWriter {
     /// Runs until `input` is closed and drained. `shutdown` starts the clock of
     /// `batch.shutdown_timeout_seconds` for retries.
-    pub async fn run(self, mut input: mpsc::Receiver<Batch>, shutdown: CancellationToken) {
+    pub async fn run(mut self, input: mpsc::Receiver<Batch>, shutdown: CancellationToken) {
+        match self.spool.take() {
+            Some(spool) => self.run_spooled(spool, input, shutdown).await,
+            None => self.run_in_memory(input, shutdown).await,
+        }
+    }
+
+    /// One insert attempt, as a `sink_insert` span; counts a success.
+    async fn attempt(&self, batch: &Batch, attempt: u32) -> Result<(), SinkError> {
+        let started = Instant::now();
+        let span = info_span!(
+            "sink_insert",
+            table = table(batch),
+            rows = batch.len(),
+            bytes = estimated_bytes(batch),
+            attempt = attempt,
+            outcome = field::Empty,
+            error = field::Empty,
+            "otel.status_code" = field::Empty,
+        );
+        let result = self.sink.insert(batch).instrument(span.clone()).await;
+        span.record(
+            "outcome",
+            match &result {
+                Ok(()) => "written",
+                Err(err) if err.is_retryable() => "retryable_error",
+                Err(_) => "rejected",
+            },
+        );
+        match &result {
+            Ok(()) => {
+                self.metrics
+                    .insert_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                self.count_written(batch);
+            }
+            Err(err) => {
+                span.record("error", field::display(err));
+                span.record("otel.status_code", "error");
+                self.metrics.insert_failures.inc();
+                if !err.is_retryable() {
+                    error!(rows = batch.len(), error = %err, "batch rejected by ClickHouse; rows dropped");
+                    self.count_dropped(batch, DropReason::SinkRejected);
+                }
+            }
+        }
+        result
+    }
+
+    /// Waits for the schema gate, if any. False when stopping first.
+    async fn schema_gate(&self, shutdown: &CancellationToken) {
         if let Some(mut ready) = self.schema_ready.clone() {
             while !*ready.borrow_and_update() {
                 tokio::select! {
@@ -93,75 +159,209 @@ impl SinkWriter {
                 }
             }
         }
+    }
+
+    /// Without a spool: each batch is retried in place until it is written (order kept, the
+    /// input queue absorbs the wait).
+    async fn run_in_memory(self, mut input: mpsc::Receiver<Batch>, shutdown: CancellationToken) {
+        self.schema_gate(&shutdown).await;
         let mut stopping_since: Option<Instant> = None;
         while let Some(batch) = input.recv().await {
-            let mut delay = Duration::from_millis(self.config.retry_initial_ms);
-            let mut attempts = 0u32;
-            loop {
-                let started = Instant::now();
-                let span = info_span!(
-                    "sink_insert",
-                    table = table(&batch),
-                    rows = batch.len(),
-                    bytes = estimated_bytes(&batch),
-                    attempt = attempts + 1,
-                    outcome = field::Empty,
-                    error = field::Empty,
-                    "otel.status_code" = field::Empty,
-                );
-                let result = self.sink.insert(&batch).instrument(span.clone()).await;
-                span.record(
-                    "outcome",
-                    match &result {
-                        Ok(()) => "written",
-                        Err(err) if err.is_retryable() => "retryable_error",
-                        Err(_) => "rejected",
-                    },
-                );
-                if let Err(err) = &result {
-                    span.record("error", field::display(err));
-                    span.record("otel.status_code", "error");
+            self.insert_with_retries(&batch, &shutdown, &mut stopping_since)
+                .await;
+        }
+    }
+
+    async fn insert_with_retries(
+        &self,
+        batch: &Batch,
+        shutdown: &CancellationToken,
+        stopping_since: &mut Option<Instant>,
+    ) {
+        let mut delay = Duration::from_millis(self.config.retry_initial_ms);
+        let mut attempts = 0u32;
+        loop {
+            match self.attempt(batch, attempts + 1).await {
+                Ok(()) => {
+                    if attempts > 0 {
+                        info!(rows = batch.len(), attempts, "insert succeeded after retries");
+                    }
+                    return;
                 }
-                // The span ends with the attempt, not after the backoff below.
-                drop(span);
-                match result {
-                    Ok(()) => {
-                        self.metrics
-                            .insert_seconds
-                            .observe(started.elapsed().as_secs_f64());
-                        self.count_written(&batch);
-                        if attempts > 0 {
-                            info!(rows = batch.len(), attempts, "insert succeeded after retries");
+                Err(err) if !err.is_retryable() => return,
+                Err(err) => {
+                    attempts += 1;
+                    if shutdown.is_cancelled() {
+                        let since = *stopping_since.get_or_insert_with(Instant::now);
+                        if since.elapsed() >= Duration::from_secs(self.config.shutdown_timeout_seconds) {
+                            error!(rows = batch.len(), error = %err, "shutting down with an unwritten batch; rows dropped");
+                            self.count_dropped(batch, DropReason::Shutdown);
+                            return;
                         }
-                        break;
                     }
-                    Err(err) if !err.is_retryable() => {
-                        self.metrics.insert_failures.inc();
-                        error!(rows = batch.len(), error = %err, "batch rejected by ClickHouse; rows dropped");
-                        self.count_dropped(&batch, DropReason::SinkRejected);
-                        break;
+                    warn!(rows = batch.len(), attempts, retry_in_ms = delay.as_millis() as u64, error = %err, "insert failed; batch kept for retry");
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = shutdown.cancelled(), if !shutdown.is_cancelled() => {}
                     }
-                    Err(err) => {
-                        self.metrics.insert_failures.inc();
-                        attempts += 1;
-                        if shutdown.is_cancelled() {
-                            let since = *stopping_since.get_or_insert_with(Instant::now);
-                            if since.elapsed() >= Duration::from_secs(self.config.shutdown_timeout_seconds) {
-                                error!(rows = batch.len(), error = %err, "shutting down with an unwritten batch; rows dropped");
-                                self.count_dropped(&batch, DropReason::Shutdown);
-                                break;
-                            }
-                        }
-                        warn!(rows = batch.len(), attempts, retry_in_ms = delay.as_millis() as u64, error = %err, "insert failed; batch kept for retry");
-                        tokio::select! {
-                            () = tokio::time::sleep(delay) => {}
-                            () = shutdown.cancelled(), if !shutdown.is_cancelled() => {}
-                        }
-                        delay = (delay * 2).min(Duration::from_millis(self.config.retry_max_ms));
-                    }
+                    delay = (delay * 2).min(Duration::from_millis(self.config.retry_max_ms));
                 }
             }
         }
+    }
+
+    /// With a spool (see [`crate::spool`]): a batch is inserted directly only while the spool
+    /// is empty, the schema is ready and the input queue is less than half full; otherwise, or
+    /// when that insert fails with a retryable error, it is appended to the spool. The spool is
+    /// replayed oldest first, one batch per insert, with the exponential backoff of
+    /// `batch.retry_*` after a failure. The input is drained into the spool between replays,
+    /// so the queue never fills while ClickHouse is down or slow. At shutdown, replay goes on
+    /// for at most `batch.shutdown_timeout_seconds`; what is left stays on disk for the next
+    /// start (nothing is dropped).
+    async fn run_spooled(
+        self,
+        mut spool: Spool,
+        mut input: mpsc::Receiver<Batch>,
+        shutdown: CancellationToken,
+    ) {
+        let mut ready = self.schema_ready.clone();
+        let mut is_ready = ready.as_mut().is_none_or(|r| *r.borrow_and_update());
+        let initial = Duration::from_millis(self.config.retry_initial_ms);
+        let mut delay = initial;
+        let mut retry_at: Option<Instant> = None;
+        self.update_spool_gauges(&spool);
+        if !spool.is_empty() {
+            info!(
+                batches = spool.batches(),
+                flow_records = spool.flow_records(),
+                "spool holds batches from an earlier run; replaying them first"
+            );
+        }
+        loop {
+            let replay_due = is_ready && !spool.is_empty() && retry_at.is_none_or(|at| Instant::now() >= at);
+            if replay_due {
+                // Keep the input moving while replaying: whatever arrived goes behind.
+                while let Ok(batch) = input.try_recv() {
+                    self.spool_or_retry(&mut spool, batch, &shutdown).await;
+                }
+                match self.replay_one(&mut spool).await {
+                    Ok(()) => {
+                        delay = initial;
+                        retry_at = None;
+                    }
+                    Err(()) => {
+                        retry_at = Some(Instant::now() + delay);
+                        delay = (delay * 2).min(Duration::from_millis(self.config.retry_max_ms));
+                    }
+                }
+                continue;
+            }
+            tokio::select! {
+                batch = input.recv() => {
+                    let Some(batch) = batch else { break };
+                    let backlog = input.len() * 2 > input.max_capacity();
+                    if !is_ready || !spool.is_empty() || backlog {
+                        self.spool_or_retry(&mut spool, batch, &shutdown).await;
+                    } else if let Err(err) = self.attempt(&batch, 1).await {
+                        if err.is_retryable() {
+                            warn!(rows = batch.len(), error = %err, retry_in_ms = delay.as_millis() as u64, "insert failed; batch spooled to disk");
+                            retry_at = Some(Instant::now() + delay);
+                            self.spool_or_retry(&mut spool, batch, &shutdown).await;
+                        }
+                    }
+                }
+                () = sleep_until_or_forever(retry_at) => retry_at = None,
+                changed = wait_changed(&mut ready), if !is_ready => {
+                    is_ready = changed;
+                }
+            }
+        }
+        // Stopping: everything received is written or spooled. Replay what time allows.
+        let deadline = Instant::now() + Duration::from_secs(self.config.shutdown_timeout_seconds);
+        while is_ready && !spool.is_empty() && Instant::now() < deadline {
+            if self.replay_one(&mut spool).await.is_err() {
+                tokio::time::sleep(delay.min(deadline.saturating_duration_since(Instant::now()))).await;
+                delay = (delay * 2).min(Duration::from_millis(self.config.retry_max_ms));
+            }
+        }
+        if !spool.is_empty() {
+            info!(
+                batches = spool.batches(),
+                flow_records = spool.flow_records(),
+                bytes = spool.bytes(),
+                "stopping with batches in the spool; they are replayed at the next start"
+            );
+        }
+    }
+
+    /// Appends to the spool, counting evictions; if the disk fails, falls back to retrying the
+    /// batch in memory (blocking the input, as without a spool).
+    async fn spool_or_retry(&self, spool: &mut Spool, batch: Batch, shutdown: &CancellationToken) {
+        match blocking(|| spool.append(&batch)) {
+            Ok(evicted) => {
+                if let Batch::Flows(rows) = &batch {
+                    self.metrics.records_spooled.inc_by(rows.len() as u64);
+                }
+                let dropped = evicted.flows + evicted.counters;
+                if dropped > 0 {
+                    error!(
+                        flow_records = evicted.flows,
+                        counter_samples = evicted.counters,
+                        "spool full (spool.max_bytes): oldest batches deleted, their rows are lost"
+                    );
+                    self.metrics.dropped(DropReason::SpoolFull).inc_by(dropped);
+                }
+                self.update_spool_gauges(spool);
+            }
+            Err(err) => {
+                error!(error = %err, rows = batch.len(), "cannot write to the spool; retrying the batch in memory");
+                let mut stopping_since = None;
+                self.insert_with_retries(&batch, shutdown, &mut stopping_since)
+                    .await;
+            }
+        }
+    }
+
+    /// Inserts the spool's oldest batch; removes it once written (or rejected for good).
+    async fn replay_one(&self, spool: &mut Spool) -> Result<(), ()> {
+        let corrupt_before = spool.corrupt_segments();
+        let oldest = blocking(|| spool.oldest());
+        self.metrics
+            .spool_corrupt_segments
+            .inc_by(spool.corrupt_segments() - corrupt_before);
+        let spooled = match oldest {
+            Ok(Some(spooled)) => spooled,
+            Ok(None) => {
+                self.update_spool_gauges(spool);
+                return Ok(());
+            }
+            Err(err) => {
+                error!(error = %err, "cannot read the spool");
+                return Err(());
+            }
+        };
+        match self.attempt(&spooled.batch, 1).await {
+            Err(err) if err.is_retryable() => {
+                warn!(rows = spooled.batch.len(), error = %err, "replay from the spool failed; retrying later");
+                Err(())
+            }
+            // Written, or rejected for good (counted by `attempt`): either way done with it.
+            _ => {
+                if let Err(err) = blocking(|| spool.remove(spooled.sequence)) {
+                    error!(error = %err, "cannot delete a replayed spool segment");
+                    return Err(());
+                }
+                self.update_spool_gauges(spool);
+                Ok(())
+            }
+        }
+    }
+
+    fn update_spool_gauges(&self, spool: &Spool) {
+        self.metrics
+            .spool_bytes
+            .set(i64::try_from(spool.bytes()).unwrap_or(i64::MAX));
+        self.metrics.spool_batches.set(spool.batches() as i64);
     }
 
     fn count_written(&self, batch: &Batch) {
@@ -177,5 +377,24 @@ impl SinkWriter {
         if !matches!(batch, Batch::Stats(_)) {
             self.metrics.dropped(reason).inc_by(batch.len() as u64);
         }
+    }
+}
+
+/// Sleeps until `at`, or forever without one.
+async fn sleep_until_or_forever(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The gate's next value; `true` when the gate is gone (nothing left to wait for).
+async fn wait_changed(ready: &mut Option<tokio::sync::watch::Receiver<bool>>) -> bool {
+    match ready {
+        Some(receiver) => match receiver.changed().await {
+            Ok(()) => *receiver.borrow_and_update(),
+            Err(_) => true,
+        },
+        None => true,
     }
 }
