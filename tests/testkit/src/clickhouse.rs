@@ -62,6 +62,23 @@ impl ClickHouseServer {
             .collect()
     }
 
+    /// Starts a server that also serves HTTPS on a free port with the PEM certificate `cert`
+    /// and key `key`; returns it with the HTTPS port.
+    pub fn start_with_tls(cert: &Path, key: &Path) -> anyhow::Result<(Self, u16)> {
+        let https_port = free_port()?;
+        let extra = format!(
+            "<https_port>{https_port}</https_port>\n    <openSSL><server>\
+             <certificateFile>{}</certificateFile><privateKeyFile>{}</privateKeyFile>\
+             <verificationMode>none</verificationMode><loadDefaultCAFile>false</loadDefaultCAFile>\
+             <cacheSessions>true</cacheSessions><disableProtocols>sslv2,sslv3</disableProtocols>\
+             <preferServerCiphers>true</preferServerCiphers></server></openSSL>",
+            cert.display(),
+            key.display()
+        );
+        let server = Self::start_with(free_port()?, free_port()?, &extra)?;
+        Ok((server, https_port))
+    }
+
     /// Starts a server on the given ports with `extra` XML inside the root element.
     fn start_with(http_port: u16, tcp_port: u16, extra: &str) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new().prefix("egress-clickhouse-").tempdir()?;
