@@ -129,7 +129,8 @@ dashboards=""
 
 cat <<MSG
 
-Egress is running; the alerts fire about 2, 3 and 4 minutes from now.
+Egress is running. Alerts: exfiltration about 1.5 minutes from now, transit-utilisation and
+path-latency about 4 minutes from now (the status page reloads every 30 s).
   status page:  http://127.0.0.1:$api_port/
   alerts:       curl -s http://127.0.0.1:$api_port/api/v1/alerts
   SLA verdicts: curl -s http://127.0.0.1:$api_port/api/v1/slas

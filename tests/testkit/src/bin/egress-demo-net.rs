@@ -200,14 +200,20 @@ fn run(options: &Options) -> Result<()> {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("watching SIGTERM")?;
         let mut tick = tokio::time::interval(Duration::from_millis(500));
+        // The delay last logged: a change is logged from 25 ms on, and the final value.
+        let mut logged = rig.delay();
         loop {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => break,
                 _ = term.recv() => break,
                 _ = tick.tick() => {
                     let delay = options.delay_at(start.elapsed());
-                    if delay != rig.delay() {
-                        rig.set_delay(delay);
+                    if delay == rig.delay() {
+                        continue;
+                    }
+                    rig.set_delay(delay);
+                    if delay.abs_diff(logged) >= Duration::from_millis(25) || delay == options.rise_to {
+                        logged = delay;
                         println!(
                             "egress-demo-net: +{:.0}s: {} delay {:?}",
                             start.elapsed().as_secs_f64(),
