@@ -67,6 +67,10 @@ if [ -n "$busy" ]; then
   exit 1
 fi
 
+# Each run plays the timeline from its start: forget the alerts of the previous run (the flows
+# stay in ClickHouse).
+rm -rf "$state/alerts.json" "$state/alertmanager"
+
 echo "== starting ClickHouse on 127.0.0.1:$ch_http (data in .local/clickhouse)"
 deploy/local/clickhouse.sh start "$state/clickhouse" "$ch_http" "$ch_tcp"
 
