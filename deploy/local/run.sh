@@ -108,6 +108,7 @@ else
 fi
 
 echo "== starting the collector, the monitor and simulated edge routers with the demo scenario (log: .local/egress.log)"
+since=$(date +%s)
 nohup "$egress" run --config deploy/local/egress.toml "${sets[@]}" \
   --simulate netflow9=2000 --simulate ipfix=2000 --simulate netflow5=1000 --simulate sflow5=500 \
   --scenario demo --scenario-speed "$speed" \
@@ -115,9 +116,9 @@ nohup "$egress" run --config deploy/local/egress.toml "${sets[@]}" \
 echo $! >"$state/egress.pid"
 
 query() { curl -sf "http://127.0.0.1:$ch_http/" --data-binary "$1"; }
-echo -n "== waiting for flows"
+echo -n "== waiting for this run's flows"
 for _ in $(seq 1 60); do
-  n=$(query "SELECT count() FROM egress.flows" 2>/dev/null || echo 0)
+  n=$(query "SELECT count() FROM egress.flows WHERE time_received >= toDateTime($since)" 2>/dev/null || echo 0)
   [ "${n:-0}" -gt 0 ] && break
   kill -0 "$(cat "$state/egress.pid")" 2>/dev/null || { echo; tail -n 20 "$state/egress.log" >&2; exit 1; }
   echo -n "."
@@ -125,7 +126,8 @@ for _ in $(seq 1 60); do
 done
 echo
 sleep 3
-query "SELECT flow_type, count() AS records, sum(bytes * sampling_rate) AS scaled_bytes, any(sampling_source) AS sampling_source FROM egress.flows GROUP BY flow_type ORDER BY flow_type FORMAT PrettyCompact"
+echo "== stored in the first seconds:"
+query "SELECT flow_type, count() AS records, sum(bytes * sampling_rate) AS scaled_bytes, any(sampling_source) AS sampling_source FROM egress.flows WHERE time_received >= toDateTime($since) GROUP BY flow_type ORDER BY flow_type FORMAT PrettyCompactNoEscapes"
 echo "== the demo timeline (from now; EGRESS_DEMO_SPEED=$speed):"
 grep -o 'scenario +[0-9]*s: .*' "$state/egress.log" | sed -e 's/^scenario /   /' -e 's/\x1b\[[0-9;]*m//g' | sed -e 's/ scenario=demo$//'
 dashboards=""
