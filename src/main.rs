@@ -193,6 +193,13 @@ struct RunArgs {
     /// Virtual routers per simulated protocol.
     #[arg(long, default_value_t = 2)]
     simulate_exporters: u32,
+    /// A timeline on top of the simulated traffic: `demo` (a compressed day, then an
+    /// exfiltrating host and a saturated transit; see `egress_collector::simulate::scenario`).
+    #[arg(long, value_name = "NAME", requires = "simulate")]
+    scenario: Option<simulate::scenario::Scenario>,
+    /// Plays the scenario's timeline this many times faster (its day and its events).
+    #[arg(long, value_name = "FACTOR", default_value_t = 1.0, requires = "scenario")]
+    scenario_speed: f64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -308,12 +315,20 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     } else {
         target
     };
+    if !(args.scenario_speed.is_finite() && args.scenario_speed > 0.0) {
+        anyhow::bail!("--scenario-speed {}: must be above 0", args.scenario_speed);
+    }
+    if let Some(scenario) = args.scenario {
+        for step in scenario.timeline(args.scenario_speed) {
+            info!(%scenario, "scenario {step}");
+        }
+    }
     let mut simulators = Vec::new();
     for (index, spec) in args.simulate.iter().enumerate() {
         let (protocol, rate) = spec
             .split_once('=')
             .with_context(|| format!("--simulate {spec}: expected PROTOCOL=RECORDS_PER_S"))?;
-        let config = SimulateConfig {
+        let mut config = SimulateConfig {
             target,
             protocol: protocol
                 .parse()
@@ -330,6 +345,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             seed: index as u64 + 1,
             ..SimulateConfig::default()
         };
+        if let Some(scenario) = args.scenario {
+            scenario.apply(index, args.scenario_speed, &mut config);
+        }
         info!(%target, spec, "starting simulated exporters");
         simulators.push(tokio::spawn(simulate::run(config, shutdown.clone())));
     }

@@ -11,10 +11,14 @@
 //! data) → [`run`] (sockets and pacing).
 //!
 //! Pacing is a token bucket per exporter: every [`TICK`] the records due since the start
-//! (`rate * elapsed`) are sent in full datagrams; a partial datagram goes out when records have
+//! (`rate * elapsed`, or its integral over a [`scenario::Diurnal`] shape) are sent in full
+//! datagrams; a partial datagram goes out when records have
 //! waited [`FLUSH_AFTER`], and at the end of the run. A run with a `duration` therefore sends
 //! exactly `floor(rate * duration)` generated records (plus scenario records), unless the host
 //! cannot keep up.
+//!
+//! Scenarios ([`scenario`]) are timed changes on top of the background traffic: a daily shape
+//! of the record rate and scenario flows ([`FlowSpec`]) that start and stop at given times.
 //!
 //! Shutdown: `run` takes a [`CancellationToken`] (tokio-util's, always available, no feature
 //! needed). On cancellation, or when `duration` has elapsed, every exporter sends what is due,
@@ -22,6 +26,7 @@
 
 pub mod encode;
 pub mod fleet;
+pub mod scenario;
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket as StdUdpSocket};
@@ -157,9 +162,10 @@ impl FromStr for Protocol {
 
 /// A scenario flow on top of the background traffic, e.g. "host X exfiltrates to Y at rate R".
 /// Exported once a second by exporter `exporter` as one flow record (sFlow: as many packet
-/// samples as the rate and the sampling rate give). Its direction follows the destination: to
-/// an internal address (10.0.0.0/8, fd00::/8) it enters on the first transit, otherwise it
-/// leaves on the first transit.
+/// samples as the rate and the sampling rate give), between `start_after` and `stop_after`.
+/// Its direction follows the destination: to an internal address (10.0.0.0/8, fd00::/8) it
+/// enters on the transit, otherwise it leaves on it; the transit is `transit_if_index`, or the
+/// router's first.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FlowSpec {
@@ -176,6 +182,15 @@ pub struct FlowSpec {
     /// Size of its IP packets on the wire, 46 to 1500 bytes.
     #[serde(default = "FlowSpec::default_packet_size")]
     pub packet_size: u16,
+    /// Seconds after the start of the run when the flow starts (default 0).
+    #[serde(default, with = "seconds")]
+    pub start_after: Duration,
+    /// Seconds after the start of the run when the flow stops; absent: never.
+    #[serde(default, with = "optional_seconds")]
+    pub stop_after: Option<Duration>,
+    /// ifIndex of the external interface the flow crosses; absent: the router's first transit.
+    #[serde(default)]
+    pub transit_if_index: Option<u32>,
 }
 
 impl FlowSpec {
@@ -220,6 +235,8 @@ pub struct SimulateConfig {
     pub seed: u64,
     /// Scenario flows on top of the background traffic.
     pub extra_flows: Vec<FlowSpec>,
+    /// A daily shape of `records_per_second` (then the peak rate); absent: a constant rate.
+    pub diurnal: Option<scenario::Diurnal>,
 }
 
 impl Default for SimulateConfig {
@@ -238,6 +255,7 @@ impl Default for SimulateConfig {
             ipv6_share: None,
             seed: 1,
             extra_flows: Vec::new(),
+            diurnal: None,
         }
     }
 }
@@ -321,7 +339,28 @@ impl SimulateConfig {
         if self.counter_interval.is_zero() {
             problems.push("counter_interval: must be above 0".to_string());
         }
+        if let Some(diurnal) = &self.diurnal {
+            problems.extend(diurnal.problems("diurnal"));
+        }
+        let routers = if self.exporters <= 4096 {
+            self.routers()
+        } else {
+            Vec::new()
+        };
         for (i, spec) in self.extra_flows.iter().enumerate() {
+            if let (Some(if_index), Some(router)) =
+                (spec.transit_if_index, routers.get(spec.exporter as usize))
+            {
+                if !router.external_interfaces().any(|i| i.if_index == if_index) {
+                    problems.push(format!(
+                        "extra_flows[{i}].transit_if_index: {} has no external interface {if_index}",
+                        router.name
+                    ));
+                }
+            }
+            if spec.stop_after.is_some_and(|stop| stop <= spec.start_after) {
+                problems.push(format!("extra_flows[{i}].stop_after: must be after start_after"));
+            }
             if spec.exporter >= self.exporters {
                 problems.push(format!(
                     "extra_flows[{i}].exporter: {} is not below {}",
@@ -590,8 +629,16 @@ impl VirtualExporter {
             if due_until <= flow.exported_until_ms {
                 continue;
             }
-            let window_ms = due_until - flow.exported_until_ms;
+            // The part of [exported_until, due_until) inside [start_after, stop_after).
+            let start_ms = flow.spec.start_after.as_millis() as u64;
+            let stop_ms = flow.spec.stop_after.map_or(u64::MAX, |d| d.as_millis() as u64);
+            let window_ms = due_until
+                .min(stop_ms)
+                .saturating_sub(flow.exported_until_ms.max(start_ms));
             flow.exported_until_ms = due_until;
+            if window_ms == 0 {
+                continue;
+            }
             flow.carry += u128::from(flow.spec.bytes_per_second) * u128::from(window_ms) / 1000;
             let packet = u128::from(flow.spec.packet_size);
             let template = scenario_record(&router, &flow.spec, window_ms);
@@ -680,7 +727,10 @@ fn scenario_record(router: &Router, spec: &FlowSpec, window_ms: u64) -> Simulate
         IpAddr::V4(a) => a.octets()[0] == 10,
         IpAddr::V6(a) => a.octets()[0] == 0xfd,
     };
-    let transit = router.external_interfaces().next().map_or(0, |i| i.if_index);
+    let transit = router
+        .external_interfaces()
+        .find(|i| spec.transit_if_index.is_none_or(|wanted| i.if_index == wanted))
+        .map_or(0, |i| i.if_index);
     let internal = router.internal_interfaces().next().map_or(0, |i| i.if_index);
     let (in_if, out_if, direction) = if internal_destination {
         (transit, internal, Direction::Ingress)
@@ -717,6 +767,15 @@ fn scenario_record(router: &Router, spec: &FlowSpec, window_ms: u64) -> Simulate
         direction,
         start_age_ms: window_ms.min(u64::from(u32::MAX)) as u32,
         end_age_ms: 0,
+    }
+}
+
+/// Generated records due after `elapsed` from an exporter whose (peak) rate is
+/// `records_per_second`: `rate × elapsed`, shaped by `diurnal` when set.
+pub fn records_due(diurnal: Option<&scenario::Diurnal>, records_per_second: u64, elapsed: Duration) -> u64 {
+    match diurnal {
+        Some(diurnal) => diurnal.records_due(records_per_second, elapsed),
+        None => (u128::from(records_per_second) * elapsed.as_nanos() / 1_000_000_000) as u64,
     }
 }
 
@@ -757,6 +816,7 @@ pub async fn run(config: SimulateConfig, shutdown: CancellationToken) -> Result<
             socket,
             target: config.target,
             records_per_second: rate,
+            diurnal: config.diurnal,
             duration: config.duration,
             start,
             start_unix_ms,
@@ -793,6 +853,8 @@ struct ExporterRun {
     socket: UdpSocket,
     target: SocketAddr,
     records_per_second: u64,
+    /// The shape of the rate over the day, if any ([`records_due`]).
+    diurnal: Option<scenario::Diurnal>,
     duration: Option<Duration>,
     start: Instant,
     start_unix_ms: u64,
@@ -824,7 +886,7 @@ impl ExporterRun {
                 boot_unix_ms: self.boot_unix_ms,
             };
             self.exporter.poll_scenario(elapsed_ms);
-            let due = (u128::from(self.records_per_second) * elapsed.as_nanos() / 1_000_000_000) as u64;
+            let due = records_due(self.diurnal.as_ref(), self.records_per_second, elapsed);
             let capacity = self.exporter.max_records_per_datagram() as u64;
             let mut sent_this_tick = 0;
             loop {

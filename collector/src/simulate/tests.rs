@@ -187,6 +187,9 @@ fn scenario_flow_exports_its_rate() {
         proto: 6,
         bytes_per_second: 10_000_000,
         packet_size: 1000,
+        start_after: Duration::ZERO,
+        stop_after: None,
+        transit_if_index: None,
     };
     for protocol in Protocol::ALL {
         let config = SimulateConfig {
@@ -226,6 +229,106 @@ fn scenario_flow_exports_its_rate() {
         };
         assert_eq!(bytes, expected, "{protocol}");
     }
+}
+
+/// A timed scenario flow exports only inside `[start_after, stop_after)`, on its transit.
+#[test]
+fn scenario_flow_keeps_its_times_and_transit() {
+    let spec = FlowSpec {
+        exporter: 0,
+        src_addr: "10.1.0.23".parse().expect("address"),
+        dst_addr: "198.18.7.7".parse().expect("address"),
+        src_port: 40_873,
+        dst_port: 873,
+        proto: 6,
+        bytes_per_second: 1_000_000,
+        packet_size: 1400,
+        start_after: Duration::from_millis(2_000),
+        stop_after: Some(Duration::from_millis(4_000)),
+        transit_if_index: Some(2),
+    };
+    let config = SimulateConfig {
+        protocol: Protocol::Netflow9,
+        extra_flows: vec![spec.clone()],
+        ..SimulateConfig::default()
+    };
+    assert!(config.validate().is_ok(), "{:?}", config.validate());
+    let router = config.routers().remove(0);
+    let record = scenario_record(&router, &spec, 1000);
+    assert_eq!((record.in_if, record.out_if), (10, 2), "leaves on Transit B");
+    assert_eq!(record.direction, Direction::Egress);
+
+    let mut exporter = VirtualExporter::new(router, &config);
+    let clock = ExportClock {
+        unix_ms: 1_700_000_006_000,
+        boot_unix_ms: 1_699_000_000_000,
+    };
+    let mut per_poll = Vec::new();
+    for elapsed_ms in [1_000, 2_000, 3_000, 4_000, 5_000, 6_000] {
+        exporter.poll_scenario(elapsed_ms);
+        let mut bytes = 0;
+        let mut out = Vec::new();
+        while exporter.scenario_pending() {
+            let datagram = exporter.next_datagram(clock, 0, &mut out).expect("datagram");
+            if !datagram.is_refresh {
+                bytes += datagram.summary.bytes;
+            }
+        }
+        per_poll.push(bytes);
+    }
+    // 1 MB/s sampled 1 in 100 during seconds 2 and 3 only.
+    assert_eq!(per_poll, [0, 0, 10_000, 10_000, 0, 0]);
+
+    let wrong = SimulateConfig {
+        extra_flows: vec![FlowSpec {
+            transit_if_index: Some(10),
+            stop_after: Some(Duration::from_secs(1)),
+            ..spec
+        }],
+        ..config
+    };
+    let Err(SimulateError::Config(problems)) = wrong.validate() else {
+        panic!("ae0 is no transit and the flow stops before it starts");
+    };
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("extra_flows[0].transit_if_index")),
+        "{problems:?}"
+    );
+    assert!(
+        problems.iter().any(|p| p.contains("extra_flows[0].stop_after")),
+        "{problems:?}"
+    );
+}
+
+/// The diurnal shape paces the generated records: a quarter day at the trough sends less than
+/// the peak rate would.
+#[test]
+fn diurnal_shape_paces_generated_records() {
+    let flat = SimulateConfig::default();
+    let shaped = SimulateConfig {
+        diurnal: Some(scenario::Diurnal {
+            period: Duration::from_secs(400),
+            trough_share: 0.5,
+        }),
+        ..SimulateConfig::default()
+    };
+    let elapsed = Duration::from_secs(100);
+    assert_eq!(records_due(flat.diurnal.as_ref(), 1000, elapsed), 100_000);
+    // 0.75 * 100 - 0.25 * 400 / 2pi * sin(pi/2) = 59.08 s worth of the peak rate.
+    assert_eq!(records_due(shaped.diurnal.as_ref(), 1000, elapsed), 59_084);
+    let bad = SimulateConfig {
+        diurnal: Some(scenario::Diurnal {
+            period: Duration::ZERO,
+            trough_share: 1.5,
+        }),
+        ..SimulateConfig::default()
+    };
+    let Err(SimulateError::Config(problems)) = bad.validate() else {
+        panic!("invalid shape accepted");
+    };
+    assert_eq!(problems.len(), 2, "{problems:?}");
 }
 
 /// Sends for real: two exporters, a receiver on an ephemeral port, exact counts at the end.
