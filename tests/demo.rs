@@ -125,6 +125,10 @@ async fn demo_scenario_raises_exfiltration_throughput_and_latency_alerts() {
         "monitor.evaluation_interval_seconds=5".to_owned(),
         "alerting.receivers=[]".to_owned(),
         format!("spool.dir=\"{}\"", dir.path().join("spool").display()),
+        format!(
+            "collector.state_path=\"{}\"",
+            dir.path().join("collector-state.json").display()
+        ),
     ];
     if let Some(rig) = &rig {
         sets.push(format!(

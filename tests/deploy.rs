@@ -312,6 +312,10 @@ fn start_binary(subcommand: &str, state: &Path) -> (Running, u16) {
                 .and_then(|s| s.local_addr())
                 .expect("free UDP port");
             command
+                .env(
+                    "EGRESS__COLLECTOR__STATE_PATH",
+                    state.join("collector-state.json"),
+                )
                 .args(["--sink", "null", "--listen", &udp.to_string()])
                 .args(["--metrics-listen", &format!("127.0.0.1:{http}")]);
         }

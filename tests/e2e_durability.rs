@@ -105,6 +105,7 @@ fn write_config(
 ) -> (std::path::PathBuf, SocketAddr) {
     let (udp, metrics) = (free_udp(), free_tcp());
     let config = dir.join("egress.toml");
+    let state = dir.join("collector-state.json").display().to_string();
     std::fs::write(
         &config,
         format!(
@@ -112,6 +113,7 @@ fn write_config(
 listen = ["{udp}"]
 metrics_listen = "{metrics}"
 stats_interval_seconds = 1
+state_path = "{state}"
 
 [batch]
 max_age_ms = 200

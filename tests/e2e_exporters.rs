@@ -283,6 +283,10 @@ impl Collector {
         let child = Command::new(env!("CARGO_BIN_EXE_egress"))
             .arg("collector")
             .env("EGRESS__SPOOL__DIR", spool.path())
+            .env(
+                "EGRESS__COLLECTOR__STATE_PATH",
+                spool.path().join("collector-state.json"),
+            )
             .args(["--log", "error"])
             .args(["--listen", &listen.to_string()])
             .args(["--clickhouse-url", &clickhouse.http_url()])

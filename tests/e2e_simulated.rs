@@ -48,6 +48,10 @@ async fn several_exporters_keep_their_own_sampling_rates() {
         "batch.max_age_ms=200".to_owned(),
         format!("clickhouse.url=\"{}\"", server.http_url()),
         format!("spool.dir=\"{}\"", spool_dir.path().display()),
+        format!(
+            "collector.state_path=\"{}\"",
+            spool_dir.path().join("state.json").display()
+        ),
         "clickhouse.database=\"multi\"".to_owned(),
     ];
     let config = Config::load(None, Vec::new(), &sets).expect("config");
@@ -169,6 +173,10 @@ async fn clickhouse_outage_loses_nothing() {
         "batch.retry_max_ms=1000".to_owned(),
         format!("clickhouse.url=\"{}\"", server.http_url()),
         format!("spool.dir=\"{}\"", spool_dir.path().display()),
+        format!(
+            "collector.state_path=\"{}\"",
+            spool_dir.path().join("state.json").display()
+        ),
         "clickhouse.database=\"outage\"".to_owned(),
     ];
     let config = Config::load(None, Vec::new(), &sets).expect("config");
@@ -270,6 +278,10 @@ async fn two_collectors_share_a_port_and_write_to_a_two_shard_cluster() {
             "batch.max_age_ms=200".to_owned(),
             format!("clickhouse.url=\"{node}\""),
             format!("spool.dir=\"{}\"", spool_root.path().join(&listen).display()),
+            format!(
+                "collector.state_path=\"{}\"",
+                spool_root.path().join(format!("{listen}.json")).display()
+            ),
             "clickhouse.database=\"scaled\"".to_owned(),
             "clickhouse.cluster=\"edge_cluster\"".to_owned(),
             format!(

@@ -198,6 +198,10 @@ impl Egress {
         let spool = config.parent().expect("config in a directory").join("spool");
         let child = Command::new(env!("CARGO_BIN_EXE_egress"))
             .env("EGRESS__SPOOL__DIR", &spool)
+            .env(
+                "EGRESS__COLLECTOR__STATE_PATH",
+                spool.join("collector-state.json"),
+            )
             .args(["run", "--simulate", "ipfix=200", "--config"])
             .arg(config)
             .env("EGRESS_TEST_WEBHOOK_SECRET", "otlp-webhook-secret")

@@ -112,6 +112,14 @@ pub struct CollectorConfig {
     pub stats_interval_seconds: u64,
     /// Run the schema migrations at start-up.
     pub migrate_on_start: bool,
+    /// File that keeps the decoders' templates, options sampling rates and sequence state
+    /// across restarts, so data arriving right after a restart decodes at once instead of
+    /// waiting for the exporters to re-send their templates. Relative paths are relative to
+    /// the working directory; an empty string turns persistence off. A missing, unreadable or
+    /// corrupt file only means starting empty (with a warning). One file per collector process.
+    pub state_path: String,
+    /// Seconds between writes of `state_path` (it is also written at shutdown).
+    pub state_save_interval_seconds: u64,
 }
 
 impl Default for CollectorConfig {
@@ -131,6 +139,8 @@ impl Default for CollectorConfig {
             queue_chunks: 1024,
             stats_interval_seconds: 60,
             migrate_on_start: true,
+            state_path: ".local/collector-state.json".to_owned(),
+            state_save_interval_seconds: 30,
         }
     }
 }
@@ -337,6 +347,9 @@ impl Config {
         if c.stats_interval_seconds == 0 {
             problems.push("collector.stats_interval_seconds: must be at least 1".to_owned());
         }
+        if c.state_save_interval_seconds == 0 {
+            problems.push("collector.state_save_interval_seconds: must be at least 1".to_owned());
+        }
         let b = &self.batch;
         if b.max_rows == 0 {
             problems.push("batch.max_rows: must be at least 1".to_owned());
@@ -459,6 +472,24 @@ mod tests {
             config.telemetry.otlp_endpoint.is_none() && !config.telemetry.headers_from_env.is_empty(),
             "the example documents [telemetry], off"
         );
+        assert!(
+            config.collector.state_path.ends_with("collector-state.json"),
+            "the example documents collector.state_path"
+        );
+    }
+
+    #[test]
+    fn state_keys_default_and_validate() {
+        let config = Config::load(None, no_env(), &[]).expect("defaults");
+        assert_eq!(config.collector.state_path, ".local/collector-state.json");
+        assert_eq!(config.collector.state_save_interval_seconds, 30);
+        let sets = ["collector.state_save_interval_seconds=0".to_owned()];
+        let error = Config::load(None, no_env(), &sets)
+            .expect_err("invalid")
+            .to_string();
+        assert!(error.contains("collector.state_save_interval_seconds"), "{error}");
+        let off = Config::load(None, no_env(), &["collector.state_path=\"\"".to_owned()]).expect("off");
+        assert!(off.collector.state_path.is_empty());
     }
 
     #[test]

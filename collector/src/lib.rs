@@ -7,6 +7,8 @@
 //! Around them: [`config`], [`metrics`], [`capture`] (pcap files, for `egress decode`) and
 //! [`simulate`] (virtual exporters), [`http`] (the metrics endpoint). Beside the pipeline:
 //! [`probe`], the active prober (TCP connect / ICMP echo RTT per egress path into `probes`).
+//! Across restarts: [`state`] keeps the decoders' templates, sampling rates and sequence state
+//! in a file.
 
 pub mod batch;
 pub mod capture;
@@ -23,3 +25,4 @@ pub mod probe;
 pub mod simulate;
 pub mod sink;
 pub mod spool;
+pub mod state;

@@ -13,6 +13,8 @@
 //! its loss accounting into `exporter_stats` rows stamped with the minute the interval started
 //! in, so with the default 60 s each row holds exactly one minute. At shutdown (the token is cancelled) it finishes the datagram in hand,
 //! flushes its chunk with a blocking send (nothing received is dropped) and returns.
+//! Its decoder starts from the restored state of every exporter and publishes its own for
+//! saving every `collector.state_save_interval_seconds` and at exit ([`crate::state`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -168,6 +170,8 @@ pub struct Worker {
     pub output: mpsc::Sender<Chunk>,
     pub chunk_records: usize,
     pub stats_interval: Duration,
+    /// Restores the decoder's state at start and publishes it for saving (`crate::state`).
+    pub state: crate::state::WorkerState,
 }
 
 /// Gauges that are sums over workers: each worker adds the change of its own value.
@@ -188,8 +192,10 @@ impl Worker {
             output,
             chunk_records,
             stats_interval,
+            mut state,
         } = self;
         let mut decoder = Decoder::new(&decoder_config);
+        state.restore(&mut decoder);
         let mut buffer = vec![0u8; MAX_DATAGRAM];
         let mut out = DecodeOutput::default();
         let mut chunk = Chunk::default();
@@ -264,6 +270,7 @@ impl Worker {
             if last_gauges.elapsed() >= Duration::from_secs(1) {
                 last_gauges = Instant::now();
                 update_gauges(&decoder, &metrics, &mut share);
+                state.tick(&decoder);
             }
             if chunk.len() >= chunk_records
                 || (!chunk.is_empty() && chunk_started.elapsed() >= CHUNK_MAX_WAIT)
@@ -272,6 +279,7 @@ impl Worker {
             }
         }
         drain_stats(&mut decoder, &metrics, &mut chunk, stats_bucket * interval_secs);
+        state.publish(&decoder);
         // This worker's share of the summed gauges goes with it.
         metrics.templates_known.dec_by(share.templates);
         metrics.held_sets.dec_by(share.held);

@@ -4,9 +4,13 @@
 //! ```text
 //! listener workers (threads) --Chunk--> Batcher --Batch--> SinkWriter --> ClickHouse | null
 //! ```
-//! Shutdown (the token is cancelled): the workers stop receiving, flush their chunks and
-//! exit; their senders drop, so the batcher drains its queue, flushes every open batch and
-//! exits; the writer drains and inserts what is left (retrying for at most
+//! Start: the decoder state saved by the previous run (`collector.state_path`, see
+//! [`crate::state`]) is loaded before any worker receives, and every worker imports it.
+//!
+//! Shutdown (the token is cancelled): the workers stop receiving, flush their chunks, publish
+//! their decoder state and exit; the state file is written once more; the workers' senders
+//! have dropped, so the batcher drains its queue, flushes every open batch and exits; the
+//! writer drains and inserts what is left (retrying for at most
 //! `batch.shutdown_timeout_seconds`); then the side tasks (metrics endpoint, kernel drop poller,
 //! retention) are stopped and joined.
 
@@ -25,6 +29,7 @@ use crate::enrich::Enricher;
 use crate::listener::{self, Worker};
 use crate::metrics::Metrics;
 use crate::sink::{ClickHouseSink, Sink, SinkWriter};
+use crate::state::{StateExchange, StateSaver, WorkerState};
 
 /// A running collector.
 #[derive(Debug)]
@@ -108,6 +113,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let (batch_tx, batch_rx) = mpsc::channel(2);
     let model = egress_query::model::EgressModel::build(&config.model, &config.exporters)?;
     let enricher = Arc::new(Enricher::new(model));
+    let state = persistence(&config, sockets.len()).await;
     let worker_stop = CancellationToken::new();
     let mut worker_threads = Vec::new();
     let mut kernel_sockets = Vec::new();
@@ -126,6 +132,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             output: chunk_tx.clone(),
             chunk_records: config.collector.chunk_records,
             stats_interval: Duration::from_secs(config.collector.stats_interval_seconds),
+            state: match &state {
+                Some((exchange, _)) => exchange.worker(index),
+                None => WorkerState::disabled(),
+            },
         };
         let stop = worker_stop.clone();
         let thread = std::thread::Builder::new()
@@ -135,6 +145,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         worker_threads.push(thread);
     }
     drop(chunk_tx);
+    let state_saver = state.map(|(exchange, path)| {
+        let interval = Duration::from_secs(config.collector.state_save_interval_seconds);
+        StateSaver::spawn(path, exchange, interval)
+    });
 
     let side_tasks = CancellationToken::new();
     let kernel_drops = tokio::spawn(poll_kernel_drops(
@@ -180,6 +194,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         if joined.is_err() {
             error!("joining receive workers failed");
         }
+        if let Some(saver) = state_saver {
+            saver.finish().await;
+        }
         for (name, task) in [("batcher", batcher), ("writer", writer)] {
             if let Err(error) = task.await {
                 error!(%error, stage = name, "stage failed during shutdown");
@@ -224,6 +241,33 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let running = start(config, shutdown).await?;
     running.wait().await;
     Ok(())
+}
+
+/// Loads the saved decoder state (unless `collector.state_path` is empty) for `workers`
+/// workers: the exchange they restore from and publish to, and the file's path.
+async fn persistence(config: &Config, workers: usize) -> Option<(StateExchange, std::path::PathBuf)> {
+    if config.collector.state_path.is_empty() {
+        info!("collector.state_path is empty: decoder state is not kept across restarts");
+        return None;
+    }
+    let path = std::path::PathBuf::from(&config.collector.state_path);
+    let decoder_config = config.decoder.clone();
+    let load_path = path.clone();
+    let restored = tokio::task::spawn_blocking(move || {
+        crate::state::restore(&load_path, &decoder_config, listener::unix_now())
+    })
+    .await
+    .unwrap_or_else(|error| {
+        warn!(%error, "loading the decoder state failed; starting empty");
+        Default::default()
+    });
+    let exchange = StateExchange::new(
+        restored,
+        workers,
+        Duration::from_secs(config.collector.state_save_interval_seconds),
+        config.decoder.clone(),
+    );
+    Some((exchange, path))
 }
 
 async fn poll_kernel_drops(sockets: Vec<std::net::UdpSocket>, metrics: Metrics, stop: CancellationToken) {

@@ -158,6 +158,7 @@ async fn collector_survives_hostile_datagrams() {
             "collector.listen=[\"127.0.0.1:0\"]".to_owned(),
             "collector.metrics_listen=\"127.0.0.1:0\"".to_owned(),
             "collector.sink=\"null\"".to_owned(),
+            "collector.state_path=\"\"".to_owned(),
         ],
     )
     .expect("config");

@@ -6,16 +6,22 @@
 //! The protocol is recognised from the datagram itself (version field), so any port takes any
 //! protocol.
 //!
+//! What a decoder has learned survives a restart of the collector as a [`DecoderSnapshot`]
+//! ([`Decoder::export_state`] / [`Decoder::import_state`]; rules in [`snapshot`]); the file
+//! I/O is `crate::state`'s.
+//!
 //! At shutdown nothing needs flushing here except held data, which is reported as
-//! `records_dropped{reason="template_never_arrived"}` by the caller via [`Decoder::held_records`].
+//! `records_dropped{reason="template_never_arrived"}` by the caller via [`Decoder::held_sets`].
 
 pub mod accounting;
 pub mod netflow;
 pub mod sflow;
+pub mod snapshot;
 
 use std::net::IpAddr;
 
 use crate::normalise::{FlowRecord, InterfaceCounterRecord};
+pub use snapshot::DecoderSnapshot;
 
 /// The kinds of decode error. Their [`as_str`](DecodeErrorKind::as_str) names are the stable
 /// `kind` label of `egress_decode_errors_total` and of `exporter_stats.decode_error_kinds`.
@@ -196,5 +202,23 @@ impl Decoder {
     /// Templates and sampling rates learned so far.
     pub fn learned(&self) -> LearnedState {
         self.netflow.learned()
+    }
+
+    /// What the decoder needs after a restart: templates, sampling rates, sequence state.
+    pub fn export_state(&self) -> DecoderSnapshot {
+        DecoderSnapshot {
+            scopes: self.netflow.export_state(),
+            sequences: self.accounting.export_sequences(),
+            sflow_sources: self.sflow.export_state(),
+        }
+    }
+
+    /// Adopts restored state where it is newer than what the decoder knows, skipping what is
+    /// too old to restore at `now` (Unix seconds; see [`snapshot`]). Returns how many
+    /// templates were adopted.
+    pub fn import_state(&mut self, snapshot: &DecoderSnapshot, now: u32) -> usize {
+        self.accounting.import_sequences(&snapshot.sequences, now);
+        self.sflow.import_state(&snapshot.sflow_sources, now);
+        self.netflow.import_state(&snapshot.scopes, now)
     }
 }

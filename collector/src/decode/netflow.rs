@@ -29,12 +29,16 @@
 //! of the sampler/selector id the record names, else the exporter+domain default, both from
 //! options data (`Options`); v5 header interval (`Header`); otherwise 1 (`Unknown`).
 //!
+//! Across a restart of the collector, templates and sampling rates (with their times) leave
+//! through [`NetflowDecoder::export_state`] and come back through
+//! [`NetflowDecoder::import_state`] (rules in `decode::snapshot`); held sets are not kept.
+//!
 //! Nothing is flushed at shutdown; held sets still waiting are reported via
 //! [`NetflowDecoder::held_sets`].
 
 mod record;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::IpAddr;
@@ -44,6 +48,9 @@ use netflow_parser::variable_versions::v9::FlowSetBody as V9SetBody;
 use netflow_parser::{NetflowPacket, NetflowParser};
 
 use super::accounting::{Accounting, SequenceKind};
+use super::snapshot::{
+    is_fresh, FieldSnapshot, SamplingRateSnapshot, ScopeSnapshot, SnapshotProtocol, TemplateSnapshot,
+};
 use super::{DecodeError, DecodeErrorKind, DecodeOutput, DecoderConfig, LearnedState, Result};
 use crate::normalise::{FlowRecord, FlowType, SamplingSource};
 use record::{FlowBuilder, RecordSampling, SamplingFields};
@@ -129,22 +136,66 @@ impl FlowTypeKey {
             Self::Ipfix => FlowType::Ipfix,
         }
     }
+
+    fn protocol(self) -> SnapshotProtocol {
+        match self {
+            Self::Netflow9 => SnapshotProtocol::Netflow9,
+            Self::Ipfix => SnapshotProtocol::Ipfix,
+        }
+    }
+
+    fn from_protocol(protocol: SnapshotProtocol) -> Option<Self> {
+        match protocol {
+            SnapshotProtocol::Netflow9 => Some(Self::Netflow9),
+            SnapshotProtocol::Ipfix => Some(Self::Ipfix),
+            SnapshotProtocol::Netflow5 | SnapshotProtocol::Sflow5 => None,
+        }
+    }
+}
+
+/// A sampling rate and the `time_received` of the options data that last announced it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct LearnedRate {
+    rate: u64,
+    learned: u32,
 }
 
 /// Sampling rates learned from options data for one exporter and domain.
 #[derive(Debug, Default, Clone)]
 struct SamplerTable {
     /// Rate of options data that named no sampler (system or interface scope).
-    default: Option<u64>,
+    default: Option<LearnedRate>,
     /// Rate per sampler id (48) or selector id (302).
-    by_sampler: BTreeMap<u64, u64>,
+    by_sampler: BTreeMap<u64, LearnedRate>,
 }
 
 impl SamplerTable {
     fn resolve(&self, sampler_id: Option<u64>) -> Option<u64> {
         sampler_id
-            .and_then(|id| self.by_sampler.get(&id).copied())
-            .or(self.default)
+            .and_then(|id| self.by_sampler.get(&id))
+            .or(self.default.as_ref())
+            .map(|learned| learned.rate)
+    }
+
+    /// The rate of `sampler` (`None`: the default), to be set.
+    fn slot(&mut self, sampler: Option<u64>, rate: LearnedRate) -> &mut LearnedRate {
+        match sampler {
+            Some(sampler) => self.by_sampler.entry(sampler).or_insert(rate),
+            None => self.default.get_or_insert(rate),
+        }
+    }
+
+    /// Learns `rate` from options data: the latest options data wins, whatever the clock says.
+    fn learn(&mut self, sampler: Option<u64>, rate: LearnedRate) {
+        *self.slot(sampler, rate) = rate;
+    }
+
+    /// Adopts a restored `rate` unless the one known was learned later.
+    fn restore(&mut self, sampler: Option<u64>, rate: LearnedRate) {
+        let slot = self.slot(sampler, rate);
+        if slot.learned <= rate.learned {
+            *slot = rate;
+        }
     }
 }
 
@@ -152,6 +203,8 @@ impl SamplerTable {
 struct ScopeState {
     templates: HashMap<u16, Template>,
     sampling: SamplerTable,
+    /// `time_received` of the scope's last datagram.
+    last_active: u32,
 }
 
 /// The header fields a data record's times are relative to.
@@ -394,20 +447,143 @@ impl NetflowDecoder {
                     template.fields.len(),
                 ));
             }
-            if let Some(rate) = state.sampling.default {
+            if let Some(default) = state.sampling.default {
                 learned
                     .sampling_rates
-                    .push((scope.exporter, scope.domain, DEFAULT_SAMPLER_ID, rate));
+                    .push((scope.exporter, scope.domain, DEFAULT_SAMPLER_ID, default.rate));
             }
-            for (sampler, rate) in &state.sampling.by_sampler {
+            for (sampler, learned_rate) in &state.sampling.by_sampler {
                 learned
                     .sampling_rates
-                    .push((scope.exporter, scope.domain, *sampler, *rate));
+                    .push((scope.exporter, scope.domain, *sampler, learned_rate.rate));
             }
         }
         learned.templates.sort_by_key(|t| (t.0, t.1, t.2 as i8, t.3));
         learned.sampling_rates.sort();
         learned
+    }
+
+    /// Templates and sampling rates of every scope, with their times, sorted.
+    pub fn export_state(&self) -> Vec<ScopeSnapshot> {
+        let mut scopes: Vec<(ScopeKey, ScopeSnapshot)> = self
+            .scopes
+            .iter()
+            .map(|(key, state)| {
+                let mut templates: Vec<TemplateSnapshot> = state
+                    .templates
+                    .iter()
+                    .map(|(id, template)| TemplateSnapshot {
+                        template_id: *id,
+                        options: template.is_options,
+                        refreshed: template.refreshed,
+                        fields: template
+                            .fields
+                            .iter()
+                            .map(|f| FieldSnapshot(f.id, f.enterprise, f.length))
+                            .collect(),
+                    })
+                    .collect();
+                templates.sort_by_key(|t| t.template_id);
+                let rate = |sampler_id, learned: &LearnedRate| SamplingRateSnapshot {
+                    sampler_id,
+                    rate: learned.rate,
+                    learned: learned.learned,
+                };
+                let sampling_rates = state
+                    .sampling
+                    .default
+                    .iter()
+                    .map(|learned| rate(None, learned))
+                    .chain(
+                        state
+                            .sampling
+                            .by_sampler
+                            .iter()
+                            .map(|(sampler, learned)| rate(Some(*sampler), learned)),
+                    )
+                    .collect();
+                let snapshot = ScopeSnapshot {
+                    exporter: key.exporter,
+                    protocol: key.flow_type.protocol(),
+                    observation_domain: key.domain,
+                    last_active: state.last_active,
+                    templates,
+                    sampling_rates,
+                };
+                (*key, snapshot)
+            })
+            .collect();
+        scopes.sort_by_key(|(key, _)| *key);
+        scopes.into_iter().map(|(_, snapshot)| snapshot).collect()
+    }
+
+    /// Adopts restored templates and sampling rates where they are newer than what is known:
+    /// scopes not active within the restore limit at `now` and templates past
+    /// `template_ttl_seconds` are skipped (see `decode::snapshot`). Returns the number of
+    /// templates adopted.
+    pub fn import_state(&mut self, scopes: &[ScopeSnapshot], now: u32) -> usize {
+        let ttl = self.config.template_ttl_seconds;
+        let limit = self.config.max_templates_per_exporter.max(1);
+        let mut adopted = 0;
+        for restored in scopes.iter().filter(|s| is_fresh(s.last_active, now)) {
+            let Some(flow_type) = FlowTypeKey::from_protocol(restored.protocol) else {
+                continue;
+            };
+            let key = ScopeKey {
+                exporter: restored.exporter,
+                flow_type,
+                domain: restored.observation_domain,
+            };
+            let state = self.scopes.entry(key).or_default();
+            state.last_active = state.last_active.max(restored.last_active);
+            for template in &restored.templates {
+                let expired = ttl > 0 && u64::from(now) > u64::from(template.refreshed) + ttl;
+                let newer = state
+                    .templates
+                    .get(&template.template_id)
+                    .is_none_or(|known| known.refreshed < template.refreshed);
+                // Ids below 256 are set ids, never templates (a hand-edited file could say so).
+                if expired || !newer || template.template_id < 256 || template.fields.is_empty() {
+                    continue;
+                }
+                let fields = template
+                    .fields
+                    .iter()
+                    .map(|f| FieldSpec {
+                        id: f.0,
+                        enterprise: f.1,
+                        length: f.2,
+                    })
+                    .collect();
+                state.templates.insert(
+                    template.template_id,
+                    Template::new(fields, template.options, template.refreshed),
+                );
+                adopted += 1;
+            }
+            // The same bound as `install`: the least recently refreshed go first.
+            while state.templates.len() > limit {
+                let Some(oldest) = state
+                    .templates
+                    .iter()
+                    .min_by_key(|(id, t)| (t.refreshed, **id))
+                    .map(|(id, _)| *id)
+                else {
+                    break;
+                };
+                state.templates.remove(&oldest);
+            }
+            for rate in &restored.sampling_rates {
+                state.sampling.restore(
+                    rate.sampler_id,
+                    LearnedRate {
+                        rate: rate.rate,
+                        learned: rate.learned,
+                    },
+                );
+            }
+        }
+        adopted
     }
 
     /// NetFlow v5: fixed 24-byte header and `count` 48-byte records, parsed by `netflow_parser`.
@@ -494,6 +670,7 @@ impl NetflowDecoder {
             exporter,
             0,
             FlowType::Netflow5,
+            time_received,
             Some((SequenceKind::Records, header.flow_sequence)),
             u64::from(count),
         );
@@ -673,10 +850,14 @@ impl NetflowDecoder {
             exporter,
             domain,
             flow_type,
+            time_received,
             Some((sequence_kind, sequence)),
             data_records,
         );
-        let known = self.scopes.get(&scope).map_or(0, |s| s.templates.len());
+        let known = self.scopes.get_mut(&scope).map_or(0, |state| {
+            state.last_active = time_received;
+            state.templates.len()
+        });
         accounting.templates(
             exporter,
             domain,
@@ -961,6 +1142,7 @@ impl NetflowDecoder {
         let Some(ScopeState {
             templates,
             sampling: samplers,
+            ..
         }) = self.scopes.get_mut(&scope)
         else {
             return 0;
@@ -991,12 +1173,11 @@ impl NetflowDecoder {
                 });
                 if consumed.is_some() {
                     if let Some(rate) = sampling.rate() {
-                        match sampling.sampler() {
-                            Some(sampler) => {
-                                samplers.by_sampler.insert(sampler, rate);
-                            }
-                            None => samplers.default = Some(rate),
-                        }
+                        let learned = LearnedRate {
+                            rate,
+                            learned: time_received,
+                        };
+                        samplers.learn(sampling.sampler(), learned);
                     }
                 }
                 consumed

@@ -57,6 +57,11 @@
 //! the loss twice, and count as lost records the datagrams that only carried counters.
 //! Sources tracked per exporter are capped at [`MAX_SOURCES_PER_EXPORTER`]; further sources
 //! are decoded but their loss is not measured.
+//!
+//! Across a restart of the collector the source state leaves through
+//! [`SflowDecoder::export_state`] and comes back through [`SflowDecoder::import_state`]; the
+//! first sample after the restart continues it, and its gap (samples sent while the collector
+//! was stopped) goes to [`Accounting::missed`], not to loss (see `decode::snapshot`).
 
 mod header;
 #[cfg(test)]
@@ -72,6 +77,7 @@ use sflow_parser::models::{
 use sflow_parser::SampleData;
 
 use super::accounting::Accounting;
+use super::snapshot::{is_fresh, SflowSourceSnapshot};
 use super::{DecodeError, DecodeErrorKind, DecodeOutput, DecoderConfig, Result};
 use egress_query::schema::RttSource;
 
@@ -117,6 +123,19 @@ struct SourceKey {
 struct SourceState {
     next_sequence: u32,
     drops: u32,
+    /// `time_received` of the source's last sample.
+    last_seen: u32,
+    /// Restored from before a restart: the next gap is the collector's downtime, not loss.
+    resumed: bool,
+}
+
+/// What a flow sample's sequence number and drops counter tell about the samples before it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct SampleGap {
+    /// Lost on the way or dropped by the agent.
+    lost: u64,
+    /// Sent while the collector was stopped (the first sample after restored state).
+    missed_while_stopped: u64,
 }
 
 /// The fixed part of an sFlow v5 datagram.
@@ -205,7 +224,14 @@ impl SflowDecoder {
         for error in &out.errors[first_error..] {
             accounting.error(exporter, header.sub_agent_id, FlowType::Sflow5, error.kind);
         }
-        accounting.datagram(exporter, header.sub_agent_id, FlowType::Sflow5, None, flows);
+        accounting.datagram(
+            exporter,
+            header.sub_agent_id,
+            FlowType::Sflow5,
+            time_received,
+            None,
+            flows,
+        );
         Ok(())
     }
 
@@ -263,9 +289,18 @@ impl SflowDecoder {
             }
             _ => return Ok(0),
         };
-        let lost = self.track_source(exporter, view.source, view.sequence_number, view.drops);
-        if lost > 0 {
-            accounting.lost(exporter, header.sub_agent_id, FlowType::Sflow5, lost);
+        let gap = self.track_source(
+            exporter,
+            view.source,
+            time_received,
+            view.sequence_number,
+            view.drops,
+        );
+        if gap.lost > 0 {
+            accounting.lost(exporter, header.sub_agent_id, FlowType::Sflow5, gap.lost);
+        }
+        if gap.missed_while_stopped > 0 {
+            accounting.missed(gap.missed_while_stopped);
         }
         out.flows
             .push(flow_record(exporter, time_received, header.sub_agent_id, &view));
@@ -309,11 +344,20 @@ impl SflowDecoder {
 
     /// Updates the sequence state of a flow sample source and returns the flow samples lost
     /// since the previous one: the sequence gap plus the growth of `drops`.
-    fn track_source(&mut self, exporter: IpAddr, source: SourceKey, sequence: u32, drops: u32) -> u64 {
+    fn track_source(
+        &mut self,
+        exporter: IpAddr,
+        source: SourceKey,
+        time_received: u32,
+        sequence: u32,
+        drops: u32,
+    ) -> SampleGap {
         let sources = self.sources.entry(exporter).or_default();
         let fresh = SourceState {
             next_sequence: sequence.wrapping_add(1),
             drops,
+            last_seen: time_received,
+            resumed: false,
         };
         let tracked = sources.len();
         let Some(state) = (match sources.get_mut(&source) {
@@ -325,14 +369,14 @@ impl SflowDecoder {
                 None
             }
         }) else {
-            return 0;
+            return SampleGap::default();
         };
         let mut lost = 0u64;
         let gap = sequence.wrapping_sub(state.next_sequence);
         let behind = state.next_sequence.wrapping_sub(sequence);
         if behind > 0 && behind <= MAX_REORDERING {
             // Reordered or duplicated: neither loss nor a reason to move the window back.
-            return 0;
+            return SampleGap::default();
         }
         // A jump back further than reordering explains, or forward beyond plausibility, is
         // an agent restart: the source starts again from here without loss.
@@ -343,8 +387,72 @@ impl SflowDecoder {
         if drops_growth > 0 && drops_growth < MAX_PLAUSIBLE_GAP {
             lost += u64::from(drops_growth);
         }
+        let resumed = state.resumed;
         *state = fresh;
-        lost
+        if resumed {
+            SampleGap {
+                lost: 0,
+                missed_while_stopped: lost,
+            }
+        } else {
+            SampleGap {
+                lost,
+                missed_while_stopped: 0,
+            }
+        }
+    }
+
+    /// The sequence state of every flow sample source, sorted.
+    pub fn export_state(&self) -> Vec<SflowSourceSnapshot> {
+        let mut sources: Vec<SflowSourceSnapshot> = self
+            .sources
+            .iter()
+            .flat_map(|(exporter, sources)| {
+                sources.iter().map(|(key, state)| SflowSourceSnapshot {
+                    exporter: *exporter,
+                    sub_agent_id: key.sub_agent_id,
+                    source_type: key.source_type,
+                    source_index: key.source_index,
+                    next_sequence: state.next_sequence,
+                    drops: state.drops,
+                    last_seen: state.last_seen,
+                })
+            })
+            .collect();
+        sources.sort_by_key(|s| (s.exporter, s.sub_agent_id, s.source_type, s.source_index));
+        sources
+    }
+
+    /// Adopts restored source state not older than the restore limit at `now`, where it is
+    /// newer than what is known (at most [`MAX_SOURCES_PER_EXPORTER`] per exporter). Returns
+    /// how many sources were adopted.
+    pub fn import_state(&mut self, restored: &[SflowSourceSnapshot], now: u32) -> usize {
+        let mut adopted = 0;
+        for snapshot in restored.iter().filter(|s| is_fresh(s.last_seen, now)) {
+            let sources = self.sources.entry(snapshot.exporter).or_default();
+            let key = SourceKey {
+                sub_agent_id: snapshot.sub_agent_id,
+                source_type: snapshot.source_type,
+                source_index: snapshot.source_index,
+            };
+            let state = SourceState {
+                next_sequence: snapshot.next_sequence,
+                drops: snapshot.drops,
+                last_seen: snapshot.last_seen,
+                resumed: true,
+            };
+            let tracked = sources.len();
+            match sources.get_mut(&key) {
+                Some(known) if known.last_seen >= snapshot.last_seen => continue,
+                Some(known) => *known = state,
+                None if tracked >= MAX_SOURCES_PER_EXPORTER => continue,
+                None => {
+                    sources.insert(key, state);
+                }
+            }
+            adopted += 1;
+        }
+        adopted
     }
 }
 

@@ -7,12 +7,12 @@ use egress_query::schema::RttSource;
 use super::*;
 use crate::decode::{DecodeOutput, DecoderConfig};
 
-const EXPORTER_A: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
+pub(crate) const EXPORTER_A: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
 const EXPORTER_B: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2));
-const NOW: u32 = 1_700_000_000;
+pub(crate) const NOW: u32 = 1_700_000_000;
 
 /// A NetFlow v9 datagram: 20-byte header, then the given flowsets.
-fn v9(source_id: u32, sequence: u32, flowsets: &[&[u8]]) -> Vec<u8> {
+pub(crate) fn v9(source_id: u32, sequence: u32, flowsets: &[&[u8]]) -> Vec<u8> {
     let mut datagram = vec![
         0x00, 0x09, // version 9
         0x00, 0x01, // count (not used to delimit)
@@ -28,7 +28,7 @@ fn v9(source_id: u32, sequence: u32, flowsets: &[&[u8]]) -> Vec<u8> {
 }
 
 /// An IPFIX message: 16-byte header (length filled in), then the given sets.
-fn ipfix(domain: u32, sequence: u32, sets: &[&[u8]]) -> Vec<u8> {
+pub(crate) fn ipfix(domain: u32, sequence: u32, sets: &[&[u8]]) -> Vec<u8> {
     let length = 16 + sets.iter().map(|s| s.len()).sum::<usize>();
     let mut message = vec![0x00, 0x0a]; // version 10
     message.extend_from_slice(&(length as u16).to_be_bytes()); // message length

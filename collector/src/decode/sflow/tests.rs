@@ -652,3 +652,36 @@ fn extended_tcp_info_rtt_is_stored_and_zero_means_not_measured() {
     run.decode(&COMPACT_FLOW_VLAN_IPV6_TCP).unwrap();
     assert_eq!(rtt(&run), (None, None, None, RttSource::None));
 }
+
+#[test]
+fn source_state_survives_a_restore_and_the_downtime_is_not_loss() {
+    let mut before = Run::new();
+    before.decode(&flow_datagram(1, 100, 0)).unwrap();
+    let exported = before.decoder.export_state();
+    assert_eq!(exported.len(), 1);
+    assert_eq!(
+        (
+            exported[0].sub_agent_id,
+            exported[0].source_index,
+            exported[0].next_sequence
+        ),
+        (7, 5, 101)
+    );
+
+    let mut after = Run::new();
+    assert_eq!(after.decoder.import_state(&exported, 1_700_000_060), 1);
+    assert_eq!(after.decoder.export_state(), exported);
+    // Samples 101..=109 and 3 agent drops happened while the collector was stopped.
+    after.decode(&flow_datagram(20, 110, 3)).unwrap();
+    assert_eq!(records_lost(&mut after), 0);
+    assert_eq!(after.accounting.missed_while_stopped(), 9 + 3);
+    // The restored window goes on: the next gap is loss again.
+    after.decode(&flow_datagram(22, 112, 3)).unwrap();
+    assert_eq!(records_lost(&mut after), 1);
+
+    // Older than the restore limit: not restored.
+    let mut stale = Run::new();
+    let day_later = 1_700_000_000 + 86_400 + 1;
+    assert_eq!(stale.decoder.import_state(&exported, day_later), 0);
+    assert!(stale.decoder.export_state().is_empty());
+}
