@@ -120,6 +120,55 @@ pub struct CollectorConfig {
     pub state_path: String,
     /// Seconds between writes of `state_path` (it is also written at shutdown).
     pub state_save_interval_seconds: u64,
+    /// Memory bound of the queue between the receive workers and the writer, in bytes
+    /// (estimated as records × [`RECORD_BYTES_ESTIMATE`]): the queue holds at most
+    /// `min(queue_chunks, max_queue_bytes / (chunk_records × RECORD_BYTES_ESTIMATE))` chunks
+    /// (at least one). With the batches in flight it bounds the collector's memory; see
+    /// [`CollectorConfig::memory_bound_bytes`].
+    pub max_queue_bytes: usize,
+    /// Exporter source prefixes (`"192.0.2.0/24"`, `"2001:db8::/32"`) the collector accepts
+    /// datagrams from. Datagrams from other sources are dropped before decoding and counted as
+    /// `egress_datagrams_dropped_total{reason="not_allowed"}`. Empty (the default): everyone.
+    pub allowed_exporters: Vec<ipnet::IpNet>,
+    /// Flow records per second an exporter may send before the collector samples them; 0 (the
+    /// default): no limit. Above it, each receive worker keeps a uniform 1-in-N sample of that
+    /// exporter's records and multiplies their `sampling_rate` by what each stands for, so
+    /// `bytes * sampling_rate` stays right; the skipped records are counted as
+    /// `egress_records_dropped_total{reason="rate_limit"}`. The limit applies per receive
+    /// worker: an exporter sending from one source port reaches one worker.
+    pub max_records_per_second_per_exporter: u64,
+    /// Per-exporter overrides of `max_records_per_second_per_exporter`, keyed by source address
+    /// (`"192.0.2.1" = 50000`; 0: no limit for that exporter).
+    pub max_records_per_second_by_exporter: BTreeMap<IpAddr, u64>,
+    /// Exporters (source addresses) each receive worker tracks. A new source beyond this is
+    /// dropped before decoding (`egress_datagrams_dropped_total{reason="too_many_exporters"}`)
+    /// unless an exporter silent for 10 minutes can be evicted; this bounds the per-exporter
+    /// state under a flood from many (spoofed) sources.
+    pub max_exporters: usize,
+}
+
+/// Estimated memory of one queued flow record: the row plus its enrichment strings.
+pub const RECORD_BYTES_ESTIMATE: usize = std::mem::size_of::<crate::normalise::FlowRecord>() + 64;
+
+impl CollectorConfig {
+    /// Chunks the queue between the workers and the writer holds: `queue_chunks`, lowered to
+    /// fit `max_queue_bytes`, at least 1.
+    pub fn queue_capacity_chunks(&self) -> usize {
+        let chunk_bytes = self.chunk_records.max(1).saturating_mul(RECORD_BYTES_ESTIMATE);
+        (self.max_queue_bytes / chunk_bytes).clamp(1, self.queue_chunks.max(1))
+    }
+
+    /// What the collector's memory for records in flight stays within, in bytes (estimated,
+    /// see [`RECORD_BYTES_ESTIMATE`]): the queue, plus the batches past it (one open batch per
+    /// table, two waiting, one being inserted, each at most `batch.max_rows` or
+    /// `batch.max_bytes`). The process adds its fixed footprint (code, runtime, buffers).
+    pub fn memory_bound_bytes(&self, batch: &BatchConfig) -> usize {
+        let queue = self.queue_capacity_chunks() * self.chunk_records * RECORD_BYTES_ESTIMATE;
+        let per_batch = batch
+            .max_bytes
+            .min(batch.max_rows.saturating_mul(RECORD_BYTES_ESTIMATE));
+        queue + 6 * per_batch
+    }
 }
 
 impl Default for CollectorConfig {
@@ -141,6 +190,11 @@ impl Default for CollectorConfig {
             migrate_on_start: true,
             state_path: ".local/collector-state.json".to_owned(),
             state_save_interval_seconds: 30,
+            max_queue_bytes: 256 << 20,
+            allowed_exporters: Vec::new(),
+            max_records_per_second_per_exporter: 0,
+            max_records_per_second_by_exporter: BTreeMap::new(),
+            max_exporters: 10_000,
         }
     }
 }
@@ -344,6 +398,15 @@ impl Config {
         if c.queue_chunks == 0 {
             problems.push("collector.queue_chunks: must be at least 1".to_owned());
         }
+        if c.max_queue_bytes < c.chunk_records.saturating_mul(RECORD_BYTES_ESTIMATE) {
+            problems.push(format!(
+                "collector.max_queue_bytes: {} does not hold one chunk of collector.chunk_records ({} records of about {RECORD_BYTES_ESTIMATE} bytes)",
+                c.max_queue_bytes, c.chunk_records
+            ));
+        }
+        if c.max_exporters == 0 {
+            problems.push("collector.max_exporters: must be at least 1".to_owned());
+        }
         if c.stats_interval_seconds == 0 {
             problems.push("collector.stats_interval_seconds: must be at least 1".to_owned());
         }
@@ -490,6 +553,86 @@ mod tests {
         assert!(error.contains("collector.state_save_interval_seconds"), "{error}");
         let off = Config::load(None, no_env(), &["collector.state_path=\"\"".to_owned()]).expect("off");
         assert!(off.collector.state_path.is_empty());
+    }
+
+    #[test]
+    fn shipped_example_documents_every_collector_key() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/egress.example.toml");
+        let text = std::fs::read_to_string(&path).expect("example config");
+        let defaults = toml::Table::try_from(CollectorConfig::default()).expect("serialise");
+        for key in defaults.keys() {
+            assert!(
+                text.lines().any(|l| {
+                    let l = l.trim_start_matches("# ");
+                    l.starts_with(&format!("{key} =")) || l == format!("[collector.{key}]")
+                }),
+                "collector.{key} is not in {}",
+                path.display()
+            );
+        }
+        let config = Config::load(Some(&path), no_env(), &[]).expect("example config");
+        assert_eq!(
+            config.collector,
+            CollectorConfig::default(),
+            "the example shows the defaults"
+        );
+    }
+
+    #[test]
+    fn queue_is_bounded_in_bytes() {
+        let mut collector = CollectorConfig {
+            chunk_records: 1000,
+            queue_chunks: 1000,
+            max_queue_bytes: 10_000 * RECORD_BYTES_ESTIMATE,
+            ..CollectorConfig::default()
+        };
+        assert_eq!(collector.queue_capacity_chunks(), 10);
+        collector.max_queue_bytes = usize::MAX;
+        assert_eq!(
+            collector.queue_capacity_chunks(),
+            1000,
+            "queue_chunks still caps it"
+        );
+        let batch = BatchConfig {
+            max_rows: 100,
+            ..BatchConfig::default()
+        };
+        collector.max_queue_bytes = 10_000 * RECORD_BYTES_ESTIMATE;
+        assert_eq!(
+            collector.memory_bound_bytes(&batch),
+            (10_000 + 6 * 100) * RECORD_BYTES_ESTIMATE
+        );
+        let error = Config::load(None, no_env(), &["collector.max_queue_bytes=1000".to_owned()])
+            .expect_err("below one chunk")
+            .to_string();
+        assert!(error.contains("collector.max_queue_bytes"), "{error}");
+    }
+
+    #[test]
+    fn exporter_controls_parse() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("controls.toml");
+        std::fs::write(
+            &path,
+            "[collector]\nallowed_exporters = [\"192.0.2.0/24\", \"2001:db8::/32\"]\n\
+             max_records_per_second_per_exporter = 1000\n\
+             [collector.max_records_per_second_by_exporter]\n\"192.0.2.1\" = 50000\n",
+        )
+        .expect("write");
+        let config = Config::load(Some(&path), no_env(), &[]).expect("config");
+        assert_eq!(config.collector.allowed_exporters.len(), 2);
+        assert_eq!(
+            config
+                .collector
+                .max_records_per_second_by_exporter
+                .get(&IpAddr::from([192, 0, 2, 1])),
+            Some(&50_000)
+        );
+        std::fs::write(&path, "[collector]\nallowed_exporters = [\"192.0.2.0/33\"]\n").expect("write");
+        let error = Config::load(Some(&path), no_env(), &[])
+            .expect_err("bad prefix")
+            .to_string();
+        assert!(error.contains("allowed_exporters"), "{error}");
     }
 
     #[test]

@@ -6,8 +6,16 @@
 //! plain OS thread doing blocking receives: decoding is CPU work, and a dedicated thread per
 //! socket keeps it off the async runtime and leaves room for batched receives.
 //!
-//! A worker collects records into a [`Chunk`] and hands it to the batcher when it holds
-//! `chunk_records` rows or has waited [`CHUNK_MAX_WAIT`]. If the batcher's queue is full the
+//! Before decoding, the worker's [`ExporterControls`] decide whether the datagram's source is
+//! admitted (allow-list, bound on exporters tracked); after decoding they apply the exporter's
+//! record-rate limit (see [`control`]). Dropped datagrams are counted as
+//! `egress_datagrams_dropped_total{reason}`, skipped records as
+//! `egress_records_dropped_total{reason="rate_limit"}`.
+//!
+//! A worker collects records into a [`Chunk`] of at most `chunk_records` flow records
+//! (a datagram holding more is split) and hands it to the batcher when it is full or has waited
+//! [`CHUNK_MAX_WAIT`]. The queue is bounded in chunks, and so in bytes
+//! (`collector.max_queue_bytes`). If the batcher's queue is full the
 //! chunk is dropped and counted (`egress_records_dropped_total{reason="queue_full"}`).
 //! At every multiple of `stats_interval_seconds` on the wall clock (and at shutdown) it drains
 //! its loss accounting into `exporter_stats` rows stamped with the minute the interval started
@@ -28,8 +36,12 @@ use tracing::{debug, warn};
 use crate::batch::Chunk;
 use crate::decode::{DecodeErrorKind, DecodeOutput, Decoder, DecoderConfig};
 use crate::enrich::Enricher;
-use crate::metrics::{DropReason, Metrics};
-use crate::normalise::FlowType;
+use crate::metrics::{DatagramDropReason, DropReason, Metrics};
+use crate::normalise::{FlowRecord, FlowType};
+
+pub mod control;
+
+pub use control::{Admission, ExporterControls};
 
 /// Longest time a record waits in a worker before it is handed on.
 pub const CHUNK_MAX_WAIT: Duration = Duration::from_millis(100);
@@ -172,6 +184,8 @@ pub struct Worker {
     pub stats_interval: Duration,
     /// Restores the decoder's state at start and publishes it for saving (`crate::state`).
     pub state: crate::state::WorkerState,
+    /// Allow-list, bound on exporters tracked and record-rate limit of this worker.
+    pub controls: ExporterControls,
 }
 
 /// Gauges that are sums over workers: each worker adds the change of its own value.
@@ -179,6 +193,7 @@ pub struct Worker {
 struct GaugeShare {
     templates: i64,
     held: i64,
+    exporters: i64,
 }
 
 impl Worker {
@@ -193,12 +208,18 @@ impl Worker {
             chunk_records,
             stats_interval,
             mut state,
+            mut controls,
         } = self;
+        let chunk_records = chunk_records.max(1);
         let mut decoder = Decoder::new(&decoder_config);
         state.restore(&mut decoder);
         let mut buffer = vec![0u8; MAX_DATAGRAM];
         let mut out = DecodeOutput::default();
-        let mut chunk = Chunk::default();
+        let mut chunk = new_chunk(chunk_records);
+        let mut factors: Vec<u64> = Vec::new();
+        let not_allowed = metrics.datagram_dropped(DatagramDropReason::NotAllowed);
+        let too_many_exporters = metrics.datagram_dropped(DatagramDropReason::TooManyExporters);
+        let rate_limited = metrics.dropped(DropReason::RateLimit);
         let mut chunk_started = Instant::now();
         let interval_secs = stats_interval.as_secs().max(1);
         let mut stats_bucket = u64::from(unix_now()) / interval_secs;
@@ -229,28 +250,43 @@ impl Worker {
                     metrics.datagrams_received.inc();
                     metrics.bytes_received.inc_by(len as u64);
                     let exporter = source.ip();
-                    let payload = &buffer[..len];
-                    out.clear();
-                    if let Err(error) = decoder.decode(exporter, now, payload, &mut out) {
-                        count_error(error.kind);
-                        debug!(%exporter, kind = error.kind.as_str(), offset = error.offset, detail = %error.detail, "datagram dropped");
+                    let refused = match controls.admit(exporter, now) {
+                        Admission::Admitted => None,
+                        Admission::NotAllowed => Some(&not_allowed),
+                        Admission::TooManyExporters => Some(&too_many_exporters),
+                    };
+                    if let Some(counter) = refused {
+                        counter.inc();
+                    } else {
+                        let payload = &buffer[..len];
+                        out.clear();
+                        if let Err(error) = decoder.decode(exporter, now, payload, &mut out) {
+                            count_error(error.kind);
+                            debug!(%exporter, kind = error.kind.as_str(), offset = error.offset, detail = %error.detail, "datagram dropped");
+                        }
+                        for error in &out.errors {
+                            count_error(error.kind);
+                            debug!(%exporter, kind = error.kind.as_str(), offset = error.offset, detail = %error.detail, "part of a datagram dropped");
+                        }
+                        if let Some(first) = out.flows.first() {
+                            count_decoded(first.flow_type, out.flows.len());
+                        }
+                        if !out.counters.is_empty() {
+                            count_decoded(FlowType::Sflow5, out.counters.len());
+                        }
+                        let limited = controls.limit(exporter, now, &mut out.flows, &mut factors);
+                        if limited.skipped > 0 {
+                            rate_limited.inc_by(limited.skipped);
+                            metrics.rate_limited_records.inc_by(limited.raised);
+                        }
+                        enricher.apply(exporter, &mut out.flows);
+                        control::raise_sampling_rates(&mut out.flows, &factors);
+                        if chunk.is_empty() {
+                            chunk_started = Instant::now();
+                        }
+                        chunk.counters.append(&mut out.counters);
+                        append_flows(&mut chunk, &mut out.flows, chunk_records, &output, &metrics);
                     }
-                    for error in &out.errors {
-                        count_error(error.kind);
-                        debug!(%exporter, kind = error.kind.as_str(), offset = error.offset, detail = %error.detail, "part of a datagram dropped");
-                    }
-                    if let Some(first) = out.flows.first() {
-                        count_decoded(first.flow_type, out.flows.len());
-                    }
-                    if !out.counters.is_empty() {
-                        count_decoded(FlowType::Sflow5, out.counters.len());
-                    }
-                    enricher.apply(exporter, &mut out.flows);
-                    if chunk.is_empty() {
-                        chunk_started = Instant::now();
-                    }
-                    chunk.flows.append(&mut out.flows);
-                    chunk.counters.append(&mut out.counters);
                 }
                 Err(error)
                     if matches!(
@@ -269,7 +305,7 @@ impl Worker {
             }
             if last_gauges.elapsed() >= Duration::from_secs(1) {
                 last_gauges = Instant::now();
-                update_gauges(&decoder, &metrics, &mut share);
+                update_gauges(&decoder, &mut controls, &metrics, &mut share);
                 state.tick(&decoder);
             }
             if chunk.len() >= chunk_records
@@ -283,6 +319,7 @@ impl Worker {
         // This worker's share of the summed gauges goes with it.
         metrics.templates_known.dec_by(share.templates);
         metrics.held_sets.dec_by(share.held);
+        metrics.exporters_tracked.dec_by(share.exporters);
         if !chunk.is_empty() {
             let lost = (chunk.flows.len() + chunk.counters.len()) as u64;
             if output.blocking_send(std::mem::take(&mut chunk)).is_err() {
@@ -302,18 +339,56 @@ fn drain_stats(decoder: &mut Decoder, metrics: &Metrics, chunk: &mut Chunk, inte
     chunk.stats.extend(rows);
 }
 
-fn update_gauges(decoder: &Decoder, metrics: &Metrics, share: &mut GaugeShare) {
+fn update_gauges(
+    decoder: &Decoder,
+    controls: &mut ExporterControls,
+    metrics: &Metrics,
+    share: &mut GaugeShare,
+) {
     let templates = decoder.learned().templates.len() as i64;
     let held = decoder.held_sets() as i64;
+    let exporters = controls.tracked() as i64;
     metrics.templates_known.inc_by(templates - share.templates);
     metrics.held_sets.inc_by(held - share.held);
+    metrics.exporters_tracked.inc_by(exporters - share.exporters);
+    metrics.exporters_evicted.inc_by(controls.take_evicted());
     share.templates = templates;
     share.held = held;
+    share.exporters = exporters;
+}
+
+/// An empty chunk whose flow vector holds `chunk_records` rows without growing, so a queued
+/// chunk never takes more memory than the queue's byte bound counts for it.
+fn new_chunk(chunk_records: usize) -> Chunk {
+    Chunk {
+        flows: Vec::with_capacity(chunk_records),
+        ..Chunk::default()
+    }
+}
+
+/// Moves `flows` into `chunk`, handing the chunk on each time it reaches `chunk_records` flow
+/// records (a datagram may hold more than one chunk's worth).
+fn append_flows(
+    chunk: &mut Chunk,
+    flows: &mut Vec<FlowRecord>,
+    chunk_records: usize,
+    output: &mpsc::Sender<Chunk>,
+    metrics: &Metrics,
+) {
+    while !flows.is_empty() {
+        let room = chunk_records.saturating_sub(chunk.flows.len());
+        let take = room.min(flows.len());
+        chunk.flows.extend(flows.drain(..take));
+        if chunk.flows.len() >= chunk_records {
+            hand_on(output, chunk, metrics);
+        }
+    }
 }
 
 fn hand_on(output: &mpsc::Sender<Chunk>, chunk: &mut Chunk, metrics: &Metrics) {
     let records = (chunk.flows.len() + chunk.counters.len()) as u64;
-    match output.try_send(std::mem::take(chunk)) {
+    let capacity = chunk.flows.capacity();
+    match output.try_send(std::mem::replace(chunk, new_chunk(capacity))) {
         Ok(()) => {
             metrics
                 .queue_chunks
@@ -359,6 +434,29 @@ mod tests {
             drops > 1_000,
             "expected the kernel to drop most datagrams, saw {drops}"
         );
+    }
+
+    #[test]
+    fn a_datagram_larger_than_a_chunk_is_split_and_chunks_never_outgrow_their_bound() {
+        let (output, mut queue) = mpsc::channel(16);
+        let metrics = Metrics::new();
+        let mut chunk = new_chunk(10);
+        let exporter = std::net::IpAddr::from([192, 0, 2, 1]);
+        let mut flows = vec![FlowRecord::new(exporter, 0, FlowType::Ipfix); 25];
+        append_flows(&mut chunk, &mut flows, 10, &output, &metrics);
+        assert!(flows.is_empty());
+        assert_eq!(chunk.flows.len(), 5, "the rest waits for the next records");
+        let mut handed = Vec::new();
+        while let Ok(chunk) = queue.try_recv() {
+            assert!(
+                chunk.flows.capacity() <= 10,
+                "capacity {}",
+                chunk.flows.capacity()
+            );
+            handed.push(chunk.flows.len());
+        }
+        assert_eq!(handed, vec![10, 10]);
+        assert!(chunk.flows.capacity() <= 10);
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! The names are a stable interface (scripts and benchmarks read them):
 //! `egress_datagrams_received_total`, `egress_records_decoded_total{protocol}`,
 //! `egress_records_written_total`, `egress_records_dropped_total{reason}`,
-//! `egress_decode_errors_total{kind}`, plus the gauges and histograms registered below.
+//! `egress_decode_errors_total{kind}`, `egress_datagrams_dropped_total{reason}`, plus the
+//! gauges and histograms registered below.
 //! Labelled counters are resolved once into handles ([`Metrics::decoded`], ...) so the receive
 //! path only does atomic adds.
 
@@ -33,14 +34,19 @@ pub enum DropReason {
     Shutdown,
     /// The disk spool reached `spool.max_bytes` and its oldest batches were deleted.
     SpoolFull,
+    /// The exporter sent more than `collector.max_records_per_second_per_exporter`: the record
+    /// was skipped and a kept record of the same exporter stands for it (raised
+    /// `sampling_rate`).
+    RateLimit,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 4] = [
+    pub const ALL: [DropReason; 5] = [
         Self::QueueFull,
         Self::SinkRejected,
         Self::Shutdown,
         Self::SpoolFull,
+        Self::RateLimit,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -49,6 +55,29 @@ impl DropReason {
             Self::SinkRejected => "sink_rejected",
             Self::Shutdown => "shutdown",
             Self::SpoolFull => "spool_full",
+            Self::RateLimit => "rate_limit",
+        }
+    }
+}
+
+/// Why whole datagrams were dropped before decoding; the `reason` label of
+/// `egress_datagrams_dropped_total`. (Datagrams the kernel dropped are
+/// `egress_kernel_receive_drops`.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatagramDropReason {
+    /// The source is outside `collector.allowed_exporters`.
+    NotAllowed,
+    /// A new source while the worker tracked `collector.max_exporters` active exporters.
+    TooManyExporters,
+}
+
+impl DatagramDropReason {
+    pub const ALL: [DatagramDropReason; 2] = [Self::NotAllowed, Self::TooManyExporters];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NotAllowed => "not_allowed",
+            Self::TooManyExporters => "too_many_exporters",
         }
     }
 }
@@ -62,6 +91,11 @@ pub struct Metrics {
     decoded: Family<Labels, Counter>,
     decode_errors: Family<Labels, Counter>,
     dropped: Family<Labels, Counter>,
+    datagrams_dropped: Family<Labels, Counter>,
+    pub rate_limited_records: Counter,
+    pub exporters_tracked: Gauge,
+    pub exporters_evicted: Counter,
+    pub queue_capacity_chunks: Gauge,
     pub records_written: Counter,
     pub counter_samples_written: Counter,
     pub exporter_stats_written: Counter,
@@ -97,6 +131,11 @@ impl Metrics {
         let decoded = Family::<Labels, Counter>::default();
         let decode_errors = Family::<Labels, Counter>::default();
         let dropped = Family::<Labels, Counter>::default();
+        let datagrams_dropped = Family::<Labels, Counter>::default();
+        let rate_limited_records = Counter::default();
+        let exporters_tracked = Gauge::default();
+        let exporters_evicted = Counter::default();
+        let queue_capacity_chunks = Gauge::default();
         let records_written = Counter::default();
         let counter_samples_written = Counter::default();
         let exporter_stats_written = Counter::default();
@@ -157,6 +196,32 @@ impl Metrics {
             "egress_records_dropped",
             "Decoded records that were not stored, by reason",
             dropped.clone(),
+        );
+        registry.register(
+            "egress_datagrams_dropped",
+            "Datagrams dropped before decoding, by reason (not_allowed, too_many_exporters)",
+            datagrams_dropped.clone(),
+        );
+        registry.register(
+            "egress_exporter_rate_limited_records",
+            "Records kept with a sampling_rate the collector raised because their exporter was above \
+             its record-rate limit (the skipped ones are egress_records_dropped_total{reason=\"rate_limit\"})",
+            rate_limited_records.clone(),
+        );
+        registry.register(
+            "egress_exporters_tracked",
+            "Exporters the receive workers keep state for, summed over workers",
+            exporters_tracked.clone(),
+        );
+        registry.register(
+            "egress_exporters_evicted",
+            "Idle exporters evicted to make room for new sources (collector.max_exporters)",
+            exporters_evicted.clone(),
+        );
+        registry.register(
+            "egress_queue_capacity_chunks",
+            "Chunks the queue to the writer holds at most (collector.queue_chunks within collector.max_queue_bytes)",
+            queue_capacity_chunks.clone(),
         );
         registry.register(
             "egress_records_written",
@@ -221,6 +286,11 @@ impl Metrics {
             decoded,
             decode_errors,
             dropped,
+            datagrams_dropped,
+            rate_limited_records,
+            exporters_tracked,
+            exporters_evicted,
+            queue_capacity_chunks,
             records_written,
             counter_samples_written,
             exporter_stats_written,
@@ -247,6 +317,9 @@ impl Metrics {
         for reason in DropReason::ALL {
             metrics.dropped(reason);
         }
+        for reason in DatagramDropReason::ALL {
+            metrics.datagram_dropped(reason);
+        }
         metrics
     }
 
@@ -265,6 +338,12 @@ impl Metrics {
     /// The `egress_records_dropped_total{reason}` counter.
     pub fn dropped(&self, reason: DropReason) -> Counter {
         self.dropped
+            .get_or_create_owned(&vec![("reason", reason.as_str())])
+    }
+
+    /// The `egress_datagrams_dropped_total{reason}` counter.
+    pub fn datagram_dropped(&self, reason: DatagramDropReason) -> Counter {
+        self.datagrams_dropped
             .get_or_create_owned(&vec![("reason", reason.as_str())])
     }
 
@@ -293,6 +372,11 @@ mod tests {
             "egress_records_decoded_total{protocol=\"ipfix\"} 7",
             "egress_records_written_total 0",
             "egress_records_dropped_total{reason=\"queue_full\"} 1",
+            "egress_records_dropped_total{reason=\"rate_limit\"} 0",
+            "egress_datagrams_dropped_total{reason=\"not_allowed\"} 0",
+            "egress_datagrams_dropped_total{reason=\"too_many_exporters\"} 0",
+            "egress_exporter_rate_limited_records_total 0",
+            "egress_exporters_evicted_total 0",
             "egress_decode_errors_total{kind=\"truncated\"} 0",
         ] {
             assert!(text.lines().any(|l| l == line), "missing `{line}` in\n{text}");

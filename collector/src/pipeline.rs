@@ -109,7 +109,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         }
     };
 
-    let (chunk_tx, chunk_rx) = mpsc::channel(config.collector.queue_chunks);
+    let queue_capacity = config.collector.queue_capacity_chunks();
+    metrics.queue_capacity_chunks.set(queue_capacity as i64);
+    let (chunk_tx, chunk_rx) = mpsc::channel(queue_capacity);
     let (batch_tx, batch_rx) = mpsc::channel(2);
     let model = egress_query::model::EgressModel::build(&config.model, &config.exporters)?;
     let enricher = Arc::new(Enricher::new(model));
@@ -136,6 +138,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
                 Some((exchange, _)) => exchange.worker(index),
                 None => WorkerState::disabled(),
             },
+            controls: listener::ExporterControls::new(&config.collector),
         };
         let stop = worker_stop.clone();
         let thread = std::thread::Builder::new()
