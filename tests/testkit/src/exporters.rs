@@ -504,7 +504,7 @@ impl PmacctdSfprobe {
     /// sampling_rate[sf]: N
     /// ```
     /// then SIGINT once pmacctd has logged "finished reading PCAP capture file" and the tee has
-    /// been quiet for half a second.
+    /// been quiet for two seconds.
     pub fn replay(&self, pcap: &Path, tee: &UdpTee) -> Result<PmacctdReport> {
         let target = tee.listen_addr();
         let dir = TempDir::new()?;
@@ -531,8 +531,9 @@ impl PmacctdSfprobe {
         process.wait_for_log("finished reading PCAP capture file", PROCESS_TIMEOUT)?;
         // The core has queued every packet; once the plugin has drained the queue (nothing
         // more arrives), the shutdown sends the last partial datagram. Signalling earlier
-        // would lose what is still queued.
-        tee.wait_quiet(Duration::from_millis(500), PROCESS_TIMEOUT)?;
+        // would lose what is still queued. Two quiet seconds, not less: on a loaded machine
+        // (CI, parallel builds) the plugin can pause for most of a second between datagrams.
+        tee.wait_quiet(Duration::from_secs(2), PROCESS_TIMEOUT)?;
         process.signal("INT")?;
         process.wait(PROCESS_TIMEOUT)?;
         Ok(PmacctdReport {
