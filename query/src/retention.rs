@@ -73,11 +73,7 @@ pub fn expired_partitions_query(database: &str, retention_days: u32) -> String {
 ///
 /// Uses `config.database`, `config.retention_days` and `config.query_timeout_seconds`.
 pub async fn enforce(client: &Client, config: &ClickHouseConfig) -> Result<Vec<String>> {
-    let (database, retention_days, timeout) = (
-        config.database.as_str(),
-        config.retention_days,
-        config.query_timeout(),
-    );
+    let (database, retention_days) = (config.database.as_str(), config.retention_days);
     if !is_identifier(database) {
         return Err(RetentionError::InvalidDatabase(database.to_owned()));
     }
@@ -85,20 +81,31 @@ pub async fn enforce(client: &Client, config: &ClickHouseConfig) -> Result<Vec<S
         return Ok(Vec::new());
     }
     let sql = expired_partitions_query(database, retention_days);
+    Ok(drop_listed_partitions(client, config, &sql).await?)
+}
+
+/// Runs `sql` (a query listing `table, partition_id` of `system.parts`) on every node (one
+/// server, or every node of a cluster, which holds its own partitions) and drops each listed
+/// partition there. Returns the dropped `table/partition_id`s. Shared with the rollups' job.
+pub(crate) async fn drop_listed_partitions(
+    client: &Client,
+    config: &ClickHouseConfig,
+    sql: &str,
+) -> std::result::Result<Vec<String>, ConnectionError> {
+    let (database, timeout) = (config.database.as_str(), config.query_timeout());
     let mut dropped = Vec::new();
-    // Every node of a cluster holds its own partitions.
     for client in connection::node_clients(config, client)? {
         let client = client.with_database("system");
         let expired: Vec<ExpiredPartition> =
-            connection::run(timeout, &sql, client.query_raw(&sql).fetch_all()).await?;
+            connection::run(timeout, sql, client.query_raw(sql).fetch_all()).await?;
         for partition in expired {
             let drop = format!(
                 "ALTER TABLE {database}.{} DROP PARTITION ID '{}'",
                 partition.table, partition.partition_id
             );
             connection::run(timeout, &drop, client.query_raw(&drop).execute()).await?;
-            tracing::info!(table = %partition.table, partition = %partition.partition_id, retention_days,
-            "dropped expired partition");
+            tracing::info!(table = %partition.table, partition = %partition.partition_id,
+                "dropped expired partition");
             dropped.push(format!("{}/{}", partition.table, partition.partition_id));
         }
     }

@@ -543,12 +543,6 @@ pub fn expired_partitions_query(database: &str, retention: RollupRetention) -> S
     )
 }
 
-#[derive(Debug, Row, Deserialize)]
-struct ExpiredPartition {
-    table: String,
-    partition_id: String,
-}
-
 /// Drops every rollup partition whose rows are all older than the rollup retention derived from
 /// `config.retention_days` ([`RollupRetention::for_flows`]). For servers without TTLs (18.16);
 /// harmless elsewhere. Returns the dropped `table/partition_id`s.
@@ -557,25 +551,8 @@ pub async fn enforce_retention(client: &Client, config: &ClickHouseConfig) -> Re
     if !is_identifier(database) {
         return Err(RollupError::InvalidDatabase(database.to_owned()));
     }
-    let timeout = config.query_timeout();
     let sql = expired_partitions_query(database, RollupRetention::for_flows(config.retention_days));
-    let mut dropped = Vec::new();
-    // Every node of a cluster holds its own partitions.
-    for client in connection::node_clients(config, client)? {
-        let expired: Vec<ExpiredPartition> =
-            connection::run(timeout, &sql, client.query_raw(&sql).fetch_all()).await?;
-        for partition in expired {
-            let drop = format!(
-                "ALTER TABLE {database}.{} DROP PARTITION ID '{}'",
-                partition.table, partition.partition_id
-            );
-            connection::run(timeout, &drop, client.query_raw(&drop).execute()).await?;
-            tracing::info!(table = %partition.table, partition = %partition.partition_id,
-            "dropped expired rollup partition");
-            dropped.push(format!("{}/{}", partition.table, partition.partition_id));
-        }
-    }
-    Ok(dropped)
+    Ok(crate::retention::drop_listed_partitions(client, config, &sql).await?)
 }
 
 /// Scaled bit/s per egress path per minute for minutes starting in `[?, ?)` (Unix seconds), with

@@ -5,7 +5,6 @@
 //! HTTPS, which a client verifies against that certificate (and refuses without it).
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
@@ -205,30 +204,7 @@ async fn a_client_over_its_rate_gets_429() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_with_the_configured_certificate() {
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    let made = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-        ])
-        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
-        // A server certificate, not a CA (webpki refuses a CA as the end entity).
-        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
-        .args(["-addext", "extendedKeyUsage=serverAuth"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl (scripts/install-deps.sh installs it)");
-    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let (cert, key) = egress_testkit::tls::self_signed(dir.path()).expect("a test certificate");
     let config = ApiAccessConfig {
         tls_cert_file: Some(cert.clone()),
         tls_key_file: Some(key),

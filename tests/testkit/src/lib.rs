@@ -7,4 +7,5 @@
 pub mod clickhouse;
 pub mod exporters;
 pub mod netns;
+pub mod tls;
 pub mod traffic;
