@@ -39,27 +39,30 @@ pub struct ClickHouseServer {
 impl ClickHouseServer {
     /// Starts a server on free loopback ports and waits until it answers `/ping`.
     pub fn start() -> anyhow::Result<Self> {
-        Self::start_with(free_port()?, free_port()?, "")
+        retry_on_port_race(|| Self::start_with(free_port()?, free_port()?, ""))
     }
 
     /// Starts `shards` servers on loopback as the shards (one replica each) of a cluster named
     /// `cluster` in every server's `remote_servers`. No keeper: Egress runs its DDL on each
     /// node (`clickhouse.cluster_nodes`).
     pub fn start_cluster(cluster: &str, shards: usize) -> anyhow::Result<Vec<Self>> {
-        let ports: Vec<(u16, u16)> = (0..shards)
-            .map(|_| Ok((free_port()?, free_port()?)))
-            .collect::<anyhow::Result<_>>()?;
-        let shard_list: String = ports
-            .iter()
-            .map(|(_, tcp)| {
-                format!("<shard><replica><host>127.0.0.1</host><port>{tcp}</port></replica></shard>")
-            })
-            .collect();
-        let remote_servers = format!("<remote_servers><{cluster}>{shard_list}</{cluster}></remote_servers>");
-        ports
-            .into_iter()
-            .map(|(http, tcp)| Self::start_with(http, tcp, &remote_servers))
-            .collect()
+        retry_on_port_race(|| {
+            let ports: Vec<(u16, u16)> = (0..shards)
+                .map(|_| Ok((free_port()?, free_port()?)))
+                .collect::<anyhow::Result<_>>()?;
+            let shard_list: String = ports
+                .iter()
+                .map(|(_, tcp)| {
+                    format!("<shard><replica><host>127.0.0.1</host><port>{tcp}</port></replica></shard>")
+                })
+                .collect();
+            let remote_servers =
+                format!("<remote_servers><{cluster}>{shard_list}</{cluster}></remote_servers>");
+            ports
+                .into_iter()
+                .map(|(http, tcp)| Self::start_with(http, tcp, &remote_servers))
+                .collect()
+        })
     }
 
     /// Starts a server that also serves HTTPS on a free port with the PEM certificate `cert`
@@ -75,7 +78,7 @@ impl ClickHouseServer {
             cert.display(),
             key.display()
         );
-        let server = Self::start_with(free_port()?, free_port()?, &extra)?;
+        let server = retry_on_port_race(|| Self::start_with(free_port()?, free_port()?, &extra))?;
         Ok((server, https_port))
     }
 
@@ -251,6 +254,20 @@ fn server_command() -> (PathBuf, Vec<String>) {
         }
     }
     (PathBuf::from("clickhouse"), vec!["server".to_owned()])
+}
+
+/// Runs `start` again (at most five times) when a server failed because a port that was free a
+/// moment ago was taken by someone else before the server bound it (tests run in parallel).
+fn retry_on_port_race<T>(mut start: impl FnMut() -> anyhow::Result<T>) -> anyhow::Result<T> {
+    let mut attempt = 1;
+    loop {
+        match start() {
+            Err(error) if attempt < 5 && format!("{error:#}").contains("Address already in use") => {
+                attempt += 1;
+            }
+            result => return result,
+        }
+    }
 }
 
 /// A port that was free a moment ago (bound to port 0, then released).
