@@ -39,8 +39,9 @@ for target in "${targets[@]}"; do
     -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
     > "$log" 2>&1 || status=$?
   executions=$(grep -Eo 'stat::number_of_executed_units: *[0-9]+' "$log" | grep -Eo '[0-9]+$' || echo "?")
+  rate=$(grep -Eo 'stat::average_exec_per_sec: *[0-9]+' "$log" | grep -Eo '[0-9]+$' || echo "?")
   coverage=$(grep -Eo 'cov: [0-9]+ ft: [0-9]+ corp: [0-9]+' "$log" | tail -1 || true)
-  echo "fuzz $target: ${seconds}s, $executions executions, ${coverage:-no coverage line}"
+  echo "fuzz $target: ${seconds}s, $executions executions ($rate/s), ${coverage:-no coverage line}"
   if [ "$status" -ne 0 ]; then
     echo "fuzz $target FAILED (exit $status); log: $log" >&2
     grep -E -A25 '^==[0-9]+== ERROR|panicked at|^SUMMARY|Test unit written' "$log" | head -60 >&2 || tail -40 "$log" >&2
