@@ -4,7 +4,8 @@
 # tshark, Alertmanager. Runs as root (or with sudo available).
 set -euo pipefail
 
-packages=(clickhouse-server clickhouse-client softflowd pmacct nfdump tshark tcpdump prometheus-alertmanager openssl curl python3-venv chromium)
+packages=(clickhouse-server clickhouse-client softflowd pmacct nfdump tshark tcpdump prometheus-alertmanager openssl curl python3-venv chromium
+  g++ xxd) # g++ and xxd: cargo-fuzz (libFuzzer is C++) and its seed script
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

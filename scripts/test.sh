@@ -18,6 +18,10 @@ if [ -x tests/chdb/run.sh ]; then
   echo "== current ClickHouse (chdb)"
   tests/chdb/run.sh
 fi
+if [ -x scripts/fuzz.sh ]; then
+  echo "== fuzz (20 s per target)"
+  scripts/fuzz.sh 20
+fi
 passed=$(grep -Eo 'test result: [a-z]+\. [0-9]+ passed' "${TMPDIR:-/tmp}/egress-cargo-test.log" | awk '{s+=$4} END {print s+0}')
 failed=$(grep -Eo '[0-9]+ failed;' "${TMPDIR:-/tmp}/egress-cargo-test.log" | awk '{s+=$1} END {print s+0}')
 echo "== all tests passed"

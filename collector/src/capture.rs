@@ -61,7 +61,17 @@ pub fn read_datagrams(path: &Path) -> Result<(Vec<CapturedDatagram>, CaptureSumm
         path: name.clone(),
         source,
     })?;
-    let mut reader = BufReader::new(file);
+    read_datagrams_from(BufReader::new(file), &name)
+}
+
+/// Reads every UDP datagram of a pcap or pcapng stream, in order; `name` is the file name its
+/// errors carry. [`read_datagrams`] serves files; this entry point serves bytes already in
+/// memory (the fuzz target) or any other reader.
+pub fn read_datagrams_from(
+    mut reader: impl Read,
+    name: &str,
+) -> Result<(Vec<CapturedDatagram>, CaptureSummary)> {
+    let name = name.to_owned();
     let mut magic = [0u8; 4];
     reader
         .read_exact(&mut magic)
@@ -197,6 +207,20 @@ mod tests {
             files > 100,
             "expected the full set of reference captures, read {files}"
         );
+    }
+
+    #[test]
+    fn reads_a_capture_in_memory_like_its_file() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../shared/fixtures/captures/netflow-v9/akvorado-v9-template.pcap");
+        let bytes = std::fs::read(&path).expect("capture");
+        let (from_file, file_summary) = read_datagrams(&path).expect("capture file");
+        let (in_memory, memory_summary) = read_datagrams_from(bytes.as_slice(), "memory").expect("bytes");
+        assert!(!in_memory.is_empty());
+        assert_eq!(in_memory, from_file);
+        assert_eq!(memory_summary, file_summary);
+        let truncated = read_datagrams_from(&bytes[..2], "two bytes");
+        assert!(matches!(truncated, Err(CaptureError::Open { path, .. }) if path == "two bytes"));
     }
 
     #[test]

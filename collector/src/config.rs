@@ -319,20 +319,39 @@ impl Config {
         env: impl IntoIterator<Item = (String, String)>,
         sets: &[String],
     ) -> Result<Self> {
-        let (mut table, origin) = match path {
+        match path {
             Some(path) => {
                 let origin = path.display().to_string();
                 let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
                     path: origin.clone(),
                     source,
                 })?;
-                let table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Parse {
-                    path: origin.clone(),
-                    message: e.to_string(),
-                })?;
-                (table, origin)
+                Self::load_text(Some(&text), &origin, env, sets)
             }
-            None => (toml::Table::new(), "(defaults)".to_owned()),
+            None => Self::load_text(None, "(defaults)", env, sets),
+        }
+    }
+
+    /// Parses TOML text alone (no environment, no overrides) and validates the result. The
+    /// config fuzz target's entry point; `origin` names the text in errors.
+    pub fn from_toml_str(text: &str, origin: &str) -> Result<Self> {
+        Self::load_text(Some(text), origin, std::iter::empty(), &[])
+    }
+
+    /// [`Config::load`] once the file, if any, has been read: `origin` names it in errors.
+    fn load_text(
+        text: Option<&str>,
+        origin: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+        sets: &[String],
+    ) -> Result<Self> {
+        let origin = origin.to_owned();
+        let mut table: toml::Table = match text {
+            Some(text) => toml::from_str(text).map_err(|e| ConfigError::Parse {
+                path: origin.clone(),
+                message: e.to_string(),
+            })?,
+            None => toml::Table::new(),
         };
         let mut env_overrides: BTreeMap<String, String> = BTreeMap::new();
         for (name, value) in env {
@@ -633,6 +652,20 @@ mod tests {
             .expect_err("bad prefix")
             .to_string();
         assert!(error.contains("allowed_exporters"), "{error}");
+    }
+
+    #[test]
+    fn text_loads_like_its_file_and_errors_name_its_origin() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/egress.example.toml");
+        let text = std::fs::read_to_string(&path).expect("example text");
+        let from_text = Config::from_toml_str(&text, "example").expect("example text");
+        let from_file = Config::load(Some(&path), no_env(), &[]).expect("example file");
+        assert_eq!(format!("{from_text:?}"), format!("{from_file:?}"));
+        let error = Config::from_toml_str("[batch\n", "inline").expect_err("unterminated table");
+        assert!(
+            matches!(&error, ConfigError::Parse { path, .. } if path == "inline"),
+            "{error}"
+        );
     }
 
     #[test]
