@@ -9,6 +9,9 @@
 //!    every record sent is stored, once.
 //! 3. SIGTERM while exporters send: the collector stops listening and exits, and every record
 //!    it decoded (its own account, logged at exit) is in `flows`.
+//! 4. ClickHouse is frozen (SIGSTOP: connections hang, inserts neither succeed nor fail) for
+//!    longer than the in-memory queues last: the writer keeps taking batches into the spool, so
+//!    nothing is dropped, and everything is stored once it answers again.
 
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::Path;
@@ -332,4 +335,58 @@ async fn sigterm_under_load_loses_no_record() {
     );
     assert_eq!(stored, decoded, "every record received before SIGTERM is stored");
     assert!(!text.contains("rows dropped"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_clickhouse_fills_the_spool_not_the_queues() {
+    let dir = tempfile::tempdir().unwrap();
+    let clickhouse = ClickHouseServer::start().expect("ClickHouse");
+    let (config, udp) = write_config(dir.path(), &clickhouse, "stalled");
+    // A queue of a few chunks (about 0.1 s of this load): without the spool taking batches
+    // during the hung insert, it would overflow within a second of the stall.
+    let text = std::fs::read_to_string(&config).unwrap();
+    let chunk_bytes = 100 * egress_collector::config::RECORD_BYTES_ESTIMATE;
+    std::fs::write(
+        &config,
+        text.replace(
+            "stats_interval_seconds = 1\n",
+            &format!(
+                "stats_interval_seconds = 1\nchunk_records = 100\nmax_queue_bytes = {}\n",
+                4 * chunk_bytes
+            ),
+        )
+        .replace("[clickhouse]\n", "[clickhouse]\ninsert_timeout_seconds = 60\n"),
+    )
+    .unwrap();
+    let log = dir.path().join("collector.log");
+    let collector = Collector::start(&config, &log);
+    wait_migrated(&clickhouse, "stalled").await;
+
+    let stall = Duration::from_secs(8);
+    let sender = tokio::spawn(simulate::run(load(udp, 5_000, 16, 4), CancellationToken::new()));
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    clickhouse.pause().expect("SIGSTOP ClickHouse");
+    tokio::time::sleep(stall).await;
+    let spooled = collector.metric("egress_records_spooled").await;
+    let dropped_during = collector.metric("egress_records_dropped").await;
+    clickhouse.resume().expect("SIGCONT ClickHouse");
+    let sent: SimulateReport = sender.await.unwrap().expect("simulator");
+    wait_stored(
+        &clickhouse,
+        "stalled",
+        sent.flow_records(),
+        sent.bytes(),
+        &collector,
+        Duration::from_secs(120),
+    )
+    .await;
+    assert_eq!(dropped_during, 0.0, "nothing dropped while ClickHouse hung");
+    assert!(spooled > 0.0, "the stall went to the spool");
+    assert_eq!(collector.metric("egress_records_dropped").await, 0.0);
+    eprintln!(
+        "ClickHouse stalled for {} s: {} records sent, all stored once ({spooled} through the spool, queue of {} chunks)",
+        stall.as_secs(),
+        sent.flow_records(),
+        4
+    );
 }

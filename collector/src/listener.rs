@@ -3,8 +3,9 @@
 //! Each listen address gets `collector.workers` sockets bound with `SO_REUSEPORT`; the kernel
 //! hashes each exporter (source address and port) onto one of them, so each worker keeps the
 //! template state of its own exporters in its own [`Decoder`] with no locking. A worker is a
-//! plain OS thread doing blocking receives: decoding is CPU work, and a dedicated thread per
-//! socket keeps it off the async runtime and leaves room for batched receives.
+//! plain OS thread doing blocking, batched receives ([`receive`]: one `recvmmsg` call takes every
+//! queued datagram): decoding is CPU work, and a dedicated thread per socket keeps it off the
+//! async runtime.
 //!
 //! Before decoding, the worker's [`ExporterControls`] decide whether the datagram's source is
 //! admitted (allow-list, bound on exporters tracked); after decoding they apply the exporter's
@@ -37,18 +38,18 @@ use crate::batch::Chunk;
 use crate::decode::{DecodeErrorKind, DecodeOutput, Decoder, DecoderConfig};
 use crate::enrich::Enricher;
 use crate::metrics::{DatagramDropReason, DropReason, Metrics};
-use crate::normalise::{FlowRecord, FlowType};
+use crate::normalise::FlowType;
 
 pub mod control;
+pub mod receive;
 
 pub use control::{Admission, ExporterControls};
+use receive::BatchReceiver;
 
 /// Longest time a record waits in a worker before it is handed on.
 pub const CHUNK_MAX_WAIT: Duration = Duration::from_millis(100);
 /// How often a blocked receive wakes up to check for shutdown and flush.
 const RECEIVE_TIMEOUT: Duration = Duration::from_millis(50);
-/// Largest UDP payload.
-const MAX_DATAGRAM: usize = 65_535;
 
 /// Errors setting up the listeners.
 #[derive(Debug, thiserror::Error)]
@@ -213,7 +214,6 @@ impl Worker {
         let chunk_records = chunk_records.max(1);
         let mut decoder = Decoder::new(&decoder_config);
         state.restore(&mut decoder);
-        let mut buffer = vec![0u8; MAX_DATAGRAM];
         let mut out = DecodeOutput::default();
         let mut chunk = new_chunk(chunk_records);
         let mut factors: Vec<u64> = Vec::new();
@@ -241,63 +241,78 @@ impl Worker {
             }
         };
 
+        let mut receiver = BatchReceiver::new(socket);
         while !shutdown.is_cancelled() {
-            let received = socket.recv_from(&mut buffer);
-            // One clock read per datagram serves the record times and the stats bucket.
+            let received = receiver.receive();
+            // One clock read per batch of datagrams serves the record times and the stats bucket.
             let now = unix_now();
-            match received {
-                Ok((len, source)) => {
-                    metrics.datagrams_received.inc();
-                    metrics.bytes_received.inc_by(len as u64);
-                    let exporter = source.ip();
-                    let refused = match controls.admit(exporter, now) {
-                        Admission::Admitted => None,
-                        Admission::NotAllowed => Some(&not_allowed),
-                        Admission::TooManyExporters => Some(&too_many_exporters),
-                    };
-                    if let Some(counter) = refused {
-                        counter.inc();
-                    } else {
-                        let payload = &buffer[..len];
-                        out.clear();
-                        if let Err(error) = decoder.decode(exporter, now, payload, &mut out) {
-                            count_error(error.kind);
-                            debug!(%exporter, kind = error.kind.as_str(), offset = error.offset, detail = %error.detail, "datagram dropped");
-                        }
-                        for error in &out.errors {
-                            count_error(error.kind);
-                            debug!(%exporter, kind = error.kind.as_str(), offset = error.offset, detail = %error.detail, "part of a datagram dropped");
-                        }
-                        if let Some(first) = out.flows.first() {
-                            count_decoded(first.flow_type, out.flows.len());
-                        }
-                        if !out.counters.is_empty() {
-                            count_decoded(FlowType::Sflow5, out.counters.len());
-                        }
-                        let limited = controls.limit(exporter, now, &mut out.flows, &mut factors);
-                        if limited.skipped > 0 {
-                            rate_limited.inc_by(limited.skipped);
-                            metrics.rate_limited_records.inc_by(limited.raised);
-                        }
-                        enricher.apply(exporter, &mut out.flows);
-                        control::raise_sampling_rates(&mut out.flows, &factors);
-                        if chunk.is_empty() {
-                            chunk_started = Instant::now();
-                        }
-                        chunk.counters.append(&mut out.counters);
-                        append_flows(&mut chunk, &mut out.flows, chunk_records, &output, &metrics);
-                    }
-                }
-                Err(error)
-                    if matches!(
-                        error.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) => {}
+            let count = match received {
+                Ok(count) => count,
                 Err(error) => {
-                    warn!(address = ?socket.local_addr().ok(), %error, "receive failed");
+                    warn!(address = ?receiver.socket().local_addr().ok(), %error, "receive failed");
                     std::thread::sleep(RECEIVE_TIMEOUT);
+                    0
+                }
+            };
+            let mut bytes = 0u64;
+            for index in 0..count {
+                let Some((payload, Some(exporter))) = receiver.datagram(index) else {
+                    continue;
+                };
+                bytes += payload.len() as u64;
+                let refused = match controls.admit(exporter, now) {
+                    Admission::Admitted => None,
+                    Admission::NotAllowed => Some(&not_allowed),
+                    Admission::TooManyExporters => Some(&too_many_exporters),
+                };
+                if let Some(counter) = refused {
+                    counter.inc();
+                    continue;
+                }
+                // Records are decoded straight into the chunk: hand it on first if this
+                // datagram would likely not fit.
+                if !chunk.flows.is_empty()
+                    && chunk.flows.len() + likely_records(payload.len()) > chunk_records
+                {
+                    hand_on(&output, &mut chunk, chunk_records, &metrics);
+                }
+                if chunk.is_empty() {
+                    chunk_started = Instant::now();
+                }
+                let first = chunk.flows.len();
+                out.clear();
+                std::mem::swap(&mut out.flows, &mut chunk.flows);
+                let decoded = decoder.decode(exporter, now, payload, &mut out);
+                std::mem::swap(&mut out.flows, &mut chunk.flows);
+                if let Err(error) = decoded {
+                    count_error(error.kind);
+                    debug!(%exporter, kind = error.kind.as_str(), offset = error.offset, detail = %error.detail, "datagram dropped");
+                }
+                for error in &out.errors {
+                    count_error(error.kind);
+                    debug!(%exporter, kind = error.kind.as_str(), offset = error.offset, detail = %error.detail, "part of a datagram dropped");
+                }
+                if let Some(record) = chunk.flows.get(first) {
+                    count_decoded(record.flow_type, chunk.flows.len() - first);
+                }
+                if !out.counters.is_empty() {
+                    count_decoded(FlowType::Sflow5, out.counters.len());
+                }
+                let limited = controls.limit(exporter, now, &mut chunk.flows, first, &mut factors);
+                if limited.skipped > 0 {
+                    rate_limited.inc_by(limited.skipped);
+                    metrics.rate_limited_records.inc_by(limited.raised);
+                }
+                let records = chunk.flows.get_mut(first..).unwrap_or_default();
+                enricher.apply(exporter, records);
+                control::raise_sampling_rates(records, &factors);
+                chunk.counters.append(&mut out.counters);
+                if chunk.flows.len() > chunk_records {
+                    split_overfull(&mut chunk, chunk_records, &output, &metrics);
                 }
             }
+            metrics.datagrams_received.inc_by(count as u64);
+            metrics.bytes_received.inc_by(bytes);
             let bucket = u64::from(now) / interval_secs;
             if bucket != stats_bucket {
                 drain_stats(&mut decoder, &metrics, &mut chunk, stats_bucket * interval_secs);
@@ -311,7 +326,7 @@ impl Worker {
             if chunk.len() >= chunk_records
                 || (!chunk.is_empty() && chunk_started.elapsed() >= CHUNK_MAX_WAIT)
             {
-                hand_on(&output, &mut chunk, &metrics);
+                hand_on(&output, &mut chunk, chunk_records, &metrics);
             }
         }
         drain_stats(&mut decoder, &metrics, &mut chunk, stats_bucket * interval_secs);
@@ -366,29 +381,56 @@ fn new_chunk(chunk_records: usize) -> Chunk {
     }
 }
 
-/// Moves `flows` into `chunk`, handing the chunk on each time it reaches `chunk_records` flow
-/// records (a datagram may hold more than one chunk's worth).
-fn append_flows(
-    chunk: &mut Chunk,
-    flows: &mut Vec<FlowRecord>,
-    chunk_records: usize,
-    output: &mpsc::Sender<Chunk>,
-    metrics: &Metrics,
-) {
-    while !flows.is_empty() {
-        let room = chunk_records.saturating_sub(chunk.flows.len());
-        let take = room.min(flows.len());
-        chunk.flows.extend(flows.drain(..take));
-        if chunk.flows.len() >= chunk_records {
-            hand_on(output, chunk, metrics);
-        }
-    }
+/// Smallest flow record a datagram is likely to carry, in bytes (NetFlow v5: 48; softflowd's
+/// IPFIX: about 45; sFlow samples: more than 100). Used to hand a chunk on before a datagram
+/// whose records would not fit: records are decoded straight into the chunk, and a chunk that
+/// overflows must be split, which copies.
+const SMALLEST_LIKELY_RECORD: usize = 40;
+
+/// Records a datagram of `len` bytes likely carries at most.
+fn likely_records(len: usize) -> usize {
+    len / SMALLEST_LIKELY_RECORD
 }
 
-fn hand_on(output: &mpsc::Sender<Chunk>, chunk: &mut Chunk, metrics: &Metrics) {
+/// Hands on `chunk_records`-sized pieces of a chunk that a datagram's records overflowed; the
+/// rest stays in a fresh chunk of the bound's capacity, so no queued chunk takes more memory
+/// than the queue's byte bound counts for it.
+fn split_overfull(chunk: &mut Chunk, chunk_records: usize, output: &mpsc::Sender<Chunk>, metrics: &Metrics) {
+    let mut flows = std::mem::take(&mut chunk.flows);
+    let mut pieces = flows.chunks_exact(chunk_records);
+    let mut first = true;
+    for piece in pieces.by_ref() {
+        let mut full = Chunk {
+            flows: piece.to_vec(),
+            ..Chunk::default()
+        };
+        if first {
+            // Counters and stats gathered so far travel with the first piece.
+            full.counters = std::mem::take(&mut chunk.counters);
+            full.stats = std::mem::take(&mut chunk.stats);
+            first = false;
+        }
+        send(output, full, metrics);
+    }
+    let rest = pieces.remainder().len();
+    let mut kept = Vec::with_capacity(chunk_records);
+    kept.extend(flows.drain(flows.len() - rest..));
+    chunk.flows = kept;
+}
+
+/// Sends the chunk on and starts a fresh one of `chunk_records` capacity.
+fn hand_on(output: &mpsc::Sender<Chunk>, chunk: &mut Chunk, chunk_records: usize, metrics: &Metrics) {
+    send(
+        output,
+        std::mem::replace(chunk, new_chunk(chunk_records)),
+        metrics,
+    );
+}
+
+/// Queues a chunk for the batcher; when the queue is full its records are dropped and counted.
+fn send(output: &mpsc::Sender<Chunk>, chunk: Chunk, metrics: &Metrics) {
     let records = (chunk.flows.len() + chunk.counters.len()) as u64;
-    let capacity = chunk.flows.capacity();
-    match output.try_send(std::mem::replace(chunk, new_chunk(capacity))) {
+    match output.try_send(chunk) {
         Ok(()) => {
             metrics
                 .queue_chunks
@@ -414,6 +456,7 @@ pub fn unix_now() -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::normalise::FlowRecord;
 
     #[test]
     fn kernel_drops_of_a_full_receive_buffer_are_seen() {
@@ -437,15 +480,20 @@ mod tests {
     }
 
     #[test]
-    fn a_datagram_larger_than_a_chunk_is_split_and_chunks_never_outgrow_their_bound() {
+    fn an_overfull_chunk_is_split_and_chunks_never_outgrow_their_bound() {
         let (output, mut queue) = mpsc::channel(16);
         let metrics = Metrics::new();
-        let mut chunk = new_chunk(10);
         let exporter = std::net::IpAddr::from([192, 0, 2, 1]);
-        let mut flows = vec![FlowRecord::new(exporter, 0, FlowType::Ipfix); 25];
-        append_flows(&mut chunk, &mut flows, 10, &output, &metrics);
-        assert!(flows.is_empty());
+        let mut chunk = new_chunk(10);
+        chunk.flows.extend((0..25u64).map(|i| {
+            let mut record = FlowRecord::new(exporter, 0, FlowType::Ipfix);
+            record.bytes = i;
+            record
+        }));
+        split_overfull(&mut chunk, 10, &output, &metrics);
         assert_eq!(chunk.flows.len(), 5, "the rest waits for the next records");
+        assert_eq!(chunk.flows.capacity(), 10);
+        assert_eq!(chunk.flows[0].bytes, 20);
         let mut handed = Vec::new();
         while let Ok(chunk) = queue.try_recv() {
             assert!(
@@ -453,10 +501,13 @@ mod tests {
                 "capacity {}",
                 chunk.flows.capacity()
             );
-            handed.push(chunk.flows.len());
+            handed.push(chunk.flows.first().map(|r| r.bytes));
         }
-        assert_eq!(handed, vec![10, 10]);
-        assert!(chunk.flows.capacity() <= 10);
+        assert_eq!(handed, vec![Some(0), Some(10)]);
+        assert!(
+            likely_records(1500) > 30,
+            "a softflowd IPFIX datagram holds 31 records"
+        );
     }
 
     #[test]

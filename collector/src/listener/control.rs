@@ -197,14 +197,16 @@ impl ExporterControls {
     }
 
     /// Applies `exporter`'s record-rate limit to the flow records of one of its datagrams
-    /// (received at `now`): removes the skipped records from `flows` and leaves in `factors`
-    /// one factor per kept record (empty when every factor is 1), by which the caller raises
-    /// the record's `sampling_rate` once enrichment has set it.
+    /// (received at `now`), `flows[first..]` (the records before `first` are other datagrams'
+    /// and stay as they are): removes the skipped records and leaves in `factors` one factor
+    /// per kept record (empty when every factor is 1), by which the caller raises the record's
+    /// `sampling_rate` once enrichment has set it.
     pub fn limit(
         &mut self,
         exporter: IpAddr,
         now: u32,
         flows: &mut Vec<FlowRecord>,
+        first: usize,
         factors: &mut Vec<u64>,
     ) -> Limited {
         factors.clear();
@@ -212,19 +214,26 @@ impl ExporterControls {
         let Some(state) = self.exporters.get_mut(&exporter) else {
             return Limited::default();
         };
-        if state.limit == 0 || flows.is_empty() {
+        let first = first.min(flows.len());
+        if state.limit == 0 || flows.len() == first {
             return Limited::default();
         }
         let limit = state.limit;
         let mut outcome = Limited::default();
         let kept = &mut self.verdicts;
         kept.clear();
-        kept.extend((0..flows.len()).map(|_| state.limiter.keep(now, limit)));
+        kept.extend((first..flows.len()).map(|_| state.limiter.keep(now, limit)));
         if kept.iter().all(|k| *k == Some(1)) {
             return outcome;
         }
-        let mut verdicts = kept.iter();
-        flows.retain(|_| matches!(verdicts.next(), Some(Some(_))));
+        let mut write = first;
+        for (read, verdict) in (first..flows.len()).zip(kept.iter()) {
+            if verdict.is_some() {
+                flows.swap(write, read);
+                write += 1;
+            }
+        }
+        flows.truncate(write);
         factors.extend(kept.iter().flatten());
         outcome.skipped = (kept.len() - factors.len()) as u64;
         outcome.raised = factors.iter().filter(|f| **f > 1).count() as u64;
@@ -401,7 +410,7 @@ mod tests {
                 record
             })
             .collect();
-        let outcome = controls.limit(exporter, 50, &mut flows, &mut factors);
+        let outcome = controls.limit(exporter, 50, &mut flows, 0, &mut factors);
         assert_eq!(flows.len(), factors.len());
         assert_eq!(outcome.skipped, 100 - flows.len() as u64);
         let represented: u64 = factors.iter().sum();
@@ -411,6 +420,7 @@ mod tests {
             "the kept records stand for all 100 but the last few skipped: {represented}"
         );
         assert!(flows.len() < 40, "{} kept", flows.len());
+        assert!(flows.windows(2).all(|w| w[0].bytes < w[1].bytes), "kept in order");
         raise_sampling_rates(&mut flows, &factors);
         assert!(flows
             .iter()
@@ -421,11 +431,25 @@ mod tests {
         controls.admit(other, 50);
         let mut few = vec![FlowRecord::new(other, 50, FlowType::Ipfix); 5];
         assert_eq!(
-            controls.limit(other, 50, &mut few, &mut factors),
+            controls.limit(other, 50, &mut few, 0, &mut factors),
             Limited::default()
         );
         assert_eq!(few.len(), 5);
         assert!(factors.is_empty());
+        // Records of earlier datagrams in the same vector are left alone.
+        let mut chunk = vec![FlowRecord::new(other, 49, FlowType::Ipfix); 3];
+        chunk.extend((0..100u64).map(|i| {
+            let mut record = FlowRecord::new(exporter, 51, FlowType::Ipfix);
+            record.bytes = i;
+            record
+        }));
+        let outcome = controls.limit(exporter, 51, &mut chunk, 3, &mut factors);
+        assert!(chunk[..3]
+            .iter()
+            .all(|r| r.exporter_address == FlowRecord::new(other, 0, FlowType::Ipfix).exporter_address));
+        assert_eq!(chunk.len() - 3, factors.len());
+        assert_eq!(outcome.skipped, 103 - chunk.len() as u64);
+        assert!(chunk[3..].windows(2).all(|w| w[0].bytes < w[1].bytes));
     }
 
     #[test]
@@ -440,7 +464,7 @@ mod tests {
             let exporter = address(exporter);
             controls.admit(exporter, 7);
             let mut flows = vec![FlowRecord::new(exporter, 7, FlowType::Ipfix); 20];
-            controls.limit(exporter, 7, &mut flows, &mut factors);
+            controls.limit(exporter, 7, &mut flows, 0, &mut factors);
             assert!(flows.len() <= expected_kept, "{exporter}: {} kept", flows.len());
         }
     }

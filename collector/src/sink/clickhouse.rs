@@ -13,6 +13,8 @@ use std::time::Duration;
 use clickhouse::error::Error as ClientError;
 use clickhouse::{Client, RowOwned, RowWrite};
 
+use crate::batch::Rows;
+
 /// Default time an insert may take, from the first byte sent to the server's answer.
 pub const DEFAULT_INSERT_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -149,13 +151,32 @@ impl ClickHouseSink {
         self
     }
 
-    /// One attempt to insert all of `rows` into `table` as one `INSERT`. An empty slice sends
-    /// nothing.
+    /// One attempt to insert all of `rows` into `table` as one `INSERT`. No rows send nothing.
     pub async fn insert<T>(&self, table: &str, rows: &[T]) -> Result<(), SinkError>
     where
         T: RowOwned + RowWrite + Send + Sync,
     {
-        if rows.is_empty() {
+        self.insert_all(table, rows.iter()).await
+    }
+
+    /// [`ClickHouseSink::insert`] of a batch's rows, as they are held.
+    pub async fn insert_rows<T>(&self, table: &str, rows: &Rows<T>) -> Result<(), SinkError>
+    where
+        T: RowOwned + RowWrite + Send + Sync,
+    {
+        self.insert_all(table, rows.iter()).await
+    }
+
+    async fn insert_all<'a, T>(
+        &self,
+        table: &str,
+        rows: impl Iterator<Item = &'a T> + Send,
+    ) -> Result<(), SinkError>
+    where
+        T: RowOwned + RowWrite + Send + Sync + 'a,
+    {
+        let mut rows = rows.peekable();
+        if rows.peek().is_none() {
             return Ok(());
         }
         let fail = |error| SinkError::from_client(table, error);

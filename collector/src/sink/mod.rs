@@ -49,9 +49,9 @@ impl Sink {
             return Ok(());
         };
         match batch {
-            Batch::Flows(rows) => sink.insert(FLOWS_TABLE, rows).await,
-            Batch::Counters(rows) => sink.insert(INTERFACE_COUNTERS_TABLE, rows).await,
-            Batch::Stats(rows) => sink.insert(EXPORTER_STATS_TABLE, rows).await,
+            Batch::Flows(rows) => sink.insert_rows(FLOWS_TABLE, rows).await,
+            Batch::Counters(rows) => sink.insert_rows(INTERFACE_COUNTERS_TABLE, rows).await,
+            Batch::Stats(rows) => sink.insert_rows(EXPORTER_STATS_TABLE, rows).await,
         }
     }
 }
@@ -68,9 +68,9 @@ fn table(batch: &Batch) -> &'static str {
 /// The RowBinary size of a batch, estimated as the batcher does (rows × row size).
 fn estimated_bytes(batch: &Batch) -> usize {
     match batch {
-        Batch::Flows(rows) => std::mem::size_of_val(rows.as_slice()),
-        Batch::Counters(rows) => std::mem::size_of_val(rows.as_slice()),
-        Batch::Stats(rows) => std::mem::size_of_val(rows.as_slice()),
+        Batch::Flows(rows) => rows.len() * std::mem::size_of::<crate::normalise::FlowRecord>(),
+        Batch::Counters(rows) => rows.len() * std::mem::size_of::<crate::normalise::InterfaceCounterRecord>(),
+        Batch::Stats(rows) => rows.len() * std::mem::size_of::<egress_query::schema::ExporterStatsRow>(),
     }
 }
 
@@ -211,13 +211,18 @@ impl SinkWriter {
     }
 
     /// With a spool (see [`crate::spool`]): a batch is inserted directly only while the spool
-    /// is empty, the schema is ready and the input queue is less than half full; otherwise, or
-    /// when that insert fails with a retryable error, it is appended to the spool. The spool is
-    /// replayed oldest first, one batch per insert, with the exponential backoff of
-    /// `batch.retry_*` after a failure. The input is drained into the spool between replays,
-    /// so the queue never fills while ClickHouse is down or slow. At shutdown, replay goes on
-    /// for at most `batch.shutdown_timeout_seconds`; what is left stays on disk for the next
-    /// start (nothing is dropped).
+    /// is empty and the schema is ready; otherwise, or when that insert fails with a retryable
+    /// error, it is appended to the spool. The spool is replayed oldest first, one batch per
+    /// insert, with the exponential backoff of `batch.retry_*` after a failure.
+    ///
+    /// The input keeps moving during every insert, however long ClickHouse takes: the first
+    /// batch that arrives meanwhile waits in memory and is inserted next, any further one goes
+    /// to the spool. So a slow server fills the spool, not the queues in front of it (which
+    /// would drop records once full). Batches are therefore not always inserted in the order
+    /// they were closed; nothing in the schema depends on that order.
+    ///
+    /// At shutdown, replay goes on for at most `batch.shutdown_timeout_seconds`; what is left
+    /// stays on disk for the next start (nothing is dropped).
     async fn run_spooled(
         self,
         mut spool: Spool,
@@ -229,6 +234,8 @@ impl SinkWriter {
         let initial = Duration::from_millis(self.config.retry_initial_ms);
         let mut delay = initial;
         let mut retry_at: Option<Instant> = None;
+        let mut input_open = true;
+        let mut next: Option<Batch> = None;
         self.update_spool_gauges(&spool);
         if !spool.is_empty() {
             info!(
@@ -238,13 +245,38 @@ impl SinkWriter {
             );
         }
         loop {
-            let replay_due = is_ready && !spool.is_empty() && retry_at.is_none_or(|at| Instant::now() >= at);
-            if replay_due {
-                // Keep the input moving while replaying: whatever arrived goes behind.
+            let retry_due = retry_at.is_none_or(|at| Instant::now() >= at);
+            if let Some(batch) = next.take() {
+                if is_ready && retry_due {
+                    let mut incoming = Incoming {
+                        input: &mut input,
+                        open: &mut input_open,
+                        next: &mut next,
+                        spool: &mut spool,
+                        shutdown: &shutdown,
+                    };
+                    let result = self.insert_receiving(&batch, &mut incoming).await;
+                    if let Err(err) = result {
+                        if err.is_retryable() {
+                            warn!(rows = batch.len(), error = %err, retry_in_ms = delay.as_millis() as u64, "insert failed; batch spooled to disk");
+                            retry_at = Some(Instant::now() + delay);
+                            self.spool_or_retry(&mut spool, batch, &shutdown).await;
+                        }
+                    }
+                } else {
+                    self.spool_or_retry(&mut spool, batch, &shutdown).await;
+                }
+                continue;
+            }
+            if is_ready && !spool.is_empty() && retry_due {
+                // Whatever arrived goes behind.
                 while let Ok(batch) = input.try_recv() {
                     self.spool_or_retry(&mut spool, batch, &shutdown).await;
                 }
-                match self.replay_one(&mut spool).await {
+                match self
+                    .replay_one(&mut spool, &mut input, &mut input_open, &mut next, &shutdown)
+                    .await
+                {
                     Ok(()) => {
                         delay = initial;
                         retry_at = None;
@@ -256,18 +288,16 @@ impl SinkWriter {
                 }
                 continue;
             }
+            if !input_open {
+                break;
+            }
             tokio::select! {
                 batch = input.recv() => {
                     let Some(batch) = batch else { break };
-                    let backlog = input.len() * 2 > input.max_capacity();
-                    if !is_ready || !spool.is_empty() || backlog {
+                    if !is_ready || !spool.is_empty() || !retry_due {
                         self.spool_or_retry(&mut spool, batch, &shutdown).await;
-                    } else if let Err(err) = self.attempt(&batch, 1).await {
-                        if err.is_retryable() {
-                            warn!(rows = batch.len(), error = %err, retry_in_ms = delay.as_millis() as u64, "insert failed; batch spooled to disk");
-                            retry_at = Some(Instant::now() + delay);
-                            self.spool_or_retry(&mut spool, batch, &shutdown).await;
-                        }
+                    } else {
+                        next = Some(batch);
                     }
                 }
                 () = sleep_until_or_forever(retry_at) => retry_at = None,
@@ -278,8 +308,12 @@ impl SinkWriter {
         }
         // Stopping: everything received is written or spooled. Replay what time allows.
         let deadline = Instant::now() + Duration::from_secs(self.config.shutdown_timeout_seconds);
+        let mut none = None;
         while is_ready && !spool.is_empty() && Instant::now() < deadline {
-            if self.replay_one(&mut spool).await.is_err() {
+            let replayed = self
+                .replay_one(&mut spool, &mut input, &mut false, &mut none, &shutdown)
+                .await;
+            if replayed.is_err() {
                 tokio::time::sleep(delay.min(deadline.saturating_duration_since(Instant::now()))).await;
                 delay = (delay * 2).min(Duration::from_millis(self.config.retry_max_ms));
             }
@@ -322,8 +356,33 @@ impl SinkWriter {
         }
     }
 
-    /// Inserts the spool's oldest batch; removes it once written (or rejected for good).
-    async fn replay_one(&self, spool: &mut Spool) -> Result<(), ()> {
+    /// One insert attempt of `batch` while the input keeps moving: the first batch that arrives
+    /// meanwhile waits in `incoming.next` (if that is free), any other goes to the spool.
+    async fn insert_receiving(&self, batch: &Batch, incoming: &mut Incoming<'_>) -> Result<(), SinkError> {
+        let insert = self.attempt(batch, 1);
+        tokio::pin!(insert);
+        loop {
+            tokio::select! {
+                result = &mut insert => return result,
+                arrived = incoming.input.recv(), if *incoming.open => match arrived {
+                    Some(arrived) if incoming.next.is_none() => *incoming.next = Some(arrived),
+                    Some(arrived) => self.spool_or_retry(incoming.spool, arrived, incoming.shutdown).await,
+                    None => *incoming.open = false,
+                },
+            }
+        }
+    }
+
+    /// Inserts the spool's oldest batch (receiving meanwhile, see
+    /// [`SinkWriter::insert_receiving`]); removes it once written (or rejected for good).
+    async fn replay_one(
+        &self,
+        spool: &mut Spool,
+        input: &mut mpsc::Receiver<Batch>,
+        input_open: &mut bool,
+        next: &mut Option<Batch>,
+        shutdown: &CancellationToken,
+    ) -> Result<(), ()> {
         let corrupt_before = spool.corrupt_segments();
         let oldest = blocking(|| spool.oldest());
         self.metrics
@@ -340,12 +399,22 @@ impl SinkWriter {
                 return Err(());
             }
         };
-        match self.attempt(&spooled.batch, 1).await {
+        let mut incoming = Incoming {
+            input,
+            open: input_open,
+            next,
+            spool,
+            shutdown,
+        };
+        match self.insert_receiving(&spooled.batch, &mut incoming).await {
             Err(err) if err.is_retryable() => {
                 warn!(rows = spooled.batch.len(), error = %err, "replay from the spool failed; retrying later");
                 Err(())
             }
             // Written, or rejected for good (counted by `attempt`): either way done with it.
+            // (If the spool reached its bound meanwhile and evicted this very segment, its rows
+            // were counted as `spool_full` although they are stored: a bound on the count's
+            // error, not a loss.)
             _ => {
                 if let Err(err) = blocking(|| spool.remove(spooled.sequence)) {
                     error!(error = %err, "cannot delete a replayed spool segment");
@@ -378,6 +447,16 @@ impl SinkWriter {
             self.metrics.dropped(reason).inc_by(batch.len() as u64);
         }
     }
+}
+
+/// Where batches arriving during an insert go (see [`SinkWriter::insert_receiving`]).
+struct Incoming<'a> {
+    input: &'a mut mpsc::Receiver<Batch>,
+    /// Cleared when the input has ended.
+    open: &'a mut bool,
+    next: &'a mut Option<Batch>,
+    spool: &'a mut Spool,
+    shutdown: &'a CancellationToken,
 }
 
 /// Sleeps until `at`, or forever without one.

@@ -36,18 +36,21 @@ fn drain(spool: &mut Spool) -> Vec<Batch> {
 #[test]
 fn batches_come_back_in_order_with_every_field_and_survive_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
-    let stats = Batch::Stats(vec![ExporterStatsRow {
-        minute: 1_790_000_040,
-        exporter_address: "::ffff:192.0.2.1".parse().unwrap(),
-        observation_domain: 3,
-        flow_type: FlowType::Ipfix,
-        datagrams: 10,
-        records: 100,
-        records_lost: 2,
-        decode_error_kinds: vec!["truncated".into()],
-        decode_error_counts: vec![1],
-        templates_known: 4,
-    }]);
+    let stats = Batch::Stats(
+        vec![ExporterStatsRow {
+            minute: 1_790_000_040,
+            exporter_address: "::ffff:192.0.2.1".parse().unwrap(),
+            observation_domain: 3,
+            flow_type: FlowType::Ipfix,
+            datagrams: 10,
+            records: 100,
+            records_lost: 2,
+            decode_error_kinds: vec!["truncated".into()],
+            decode_error_counts: vec![1],
+            templates_known: 4,
+        }]
+        .into(),
+    );
     {
         let mut spool = Spool::open(&config(dir.path(), 1 << 30)).unwrap();
         assert!(spool.is_empty());

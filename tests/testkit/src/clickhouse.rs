@@ -168,6 +168,27 @@ impl ClickHouseServer {
         self.spawn()
     }
 
+    /// Freezes the server (SIGSTOP): connections are accepted by the kernel but nothing is
+    /// answered, as with a server overloaded to a standstill, until [`Self::resume`].
+    pub fn pause(&self) -> anyhow::Result<()> {
+        self.signal("STOP")
+    }
+
+    /// Lets a paused server run again (SIGCONT).
+    pub fn resume(&self) -> anyhow::Result<()> {
+        self.signal("CONT")
+    }
+
+    fn signal(&self, name: &str) -> anyhow::Result<()> {
+        let child = self.child.as_ref().context("the server is not running")?;
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(child.id().to_string())
+            .status()?;
+        anyhow::ensure!(status.success(), "kill -{name} failed");
+        Ok(())
+    }
+
     /// True while the server process runs.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
