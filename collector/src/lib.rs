@@ -26,3 +26,10 @@ pub mod simulate;
 pub mod sink;
 pub mod spool;
 pub mod state;
+
+/// The hash map of the per-datagram lookups (exporters, template scopes, samplers): `foldhash`
+/// with a per-process random seed. The standard SipHash was a tenth of the receive thread's
+/// time at 100 k datagrams/s; foldhash is several times faster on these small keys and still
+/// seeded, so spoofed sources cannot aim collisions at it (and the maps are bounded anyway by
+/// `collector.max_exporters`).
+pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;

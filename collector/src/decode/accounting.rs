@@ -8,7 +8,8 @@
 //! and [`Accounting::import_sequences`]; the gap across the restart is not loss but
 //! [`Accounting::missed_while_stopped`] (see `decode::snapshot`).
 
-use std::collections::{BTreeMap, HashMap};
+use crate::FastMap;
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use egress_query::schema::{to_v6, ExporterStatsRow, FlowType};
@@ -77,7 +78,7 @@ impl ExporterCounters {
 /// Accounting state of one decoder.
 #[derive(Debug, Default)]
 pub struct Accounting {
-    exporters: HashMap<(IpAddr, u32), ExporterCounters>,
+    exporters: FastMap<(IpAddr, u32), ExporterCounters>,
     /// Records the exporters sent while the collector was stopped, from the gaps between
     /// restored sequence state and the first datagram after the restart.
     missed_while_stopped: u64,

@@ -67,7 +67,7 @@ mod header;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
+use crate::FastMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use sflow_parser::models::{
@@ -106,7 +106,7 @@ const LOCAL_INTERFACE_EXPANDED: u32 = 0xFFFF_FFFF;
 #[derive(Debug, Default)]
 pub struct SflowDecoder {
     /// Sequence state per exporter and flow sample source.
-    sources: HashMap<IpAddr, HashMap<SourceKey, SourceState>>,
+    sources: FastMap<IpAddr, FastMap<SourceKey, SourceState>>,
     /// Reused buffer for the one-sample datagram handed to `sflow-parser`.
     wrapped: Vec<u8>,
 }

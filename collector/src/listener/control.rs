@@ -30,7 +30,8 @@
 //!
 //! Nothing here needs flushing at shutdown.
 
-use std::collections::{BTreeMap, HashMap};
+use crate::FastMap;
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
@@ -132,7 +133,7 @@ pub struct ExporterControls {
     default_limit: u64,
     limits: BTreeMap<IpAddr, u64>,
     max_exporters: usize,
-    exporters: HashMap<IpAddr, ExporterState>,
+    exporters: FastMap<IpAddr, ExporterState>,
     /// Second of the last sweep for idle exporters.
     last_sweep: u32,
     /// Exporters evicted since the last [`ExporterControls::take_evicted`].
@@ -154,7 +155,7 @@ impl ExporterControls {
                 .map(|(address, limit)| (address.to_canonical(), *limit))
                 .collect(),
             max_exporters: config.max_exporters.max(1),
-            exporters: HashMap::new(),
+            exporters: FastMap::default(),
             last_sweep: 0,
             evicted: 0,
             refused: RefusedLog::default(),
