@@ -1163,6 +1163,10 @@ impl NetflowDecoder {
         let flow_type = scope.flow_type.flow_type();
         let mut records = 0u64;
         let mut at = 0usize;
+        // One builder for every record of the set: each record of a template visits the same
+        // fields, and `take` overwrites each slot it is given, so a record never sees its
+        // predecessor's values, and the builder (close to a kilobyte) is not reset per record.
+        let mut builder = FlowBuilder::default();
         while body.len() - at >= template.min_record_len {
             let input = &body[at..];
             let consumed = if template.is_options {
@@ -1183,7 +1187,6 @@ impl NetflowDecoder {
                 }
                 consumed
             } else {
-                let mut builder = FlowBuilder::default();
                 let consumed =
                     walk_record(&template.fields, input, |field, value| builder.take(field, value));
                 if consumed.is_some() {
