@@ -387,17 +387,25 @@ async fn run_on(
     );
     if load.is_some() {
         write_results(&client, DATABASE, &results, ch.insert_timeout()).await?;
-        // The day and a half of results the monitor would have written before, once a minute.
-        execute(
-            &loader,
-            &format!(
-                "INSERT INTO {DATABASE}.sla_results SELECT time - 60 * (step + 1) AS time, sla, kind, subject, \
-                 labels_keys, labels_values, value, threshold, verdict, samples, details \
-                 FROM {DATABASE}.sla_results ARRAY JOIN range({}) AS step WHERE time = toDateTime({end})",
-                SPAN_SECONDS / 60 - 1
-            ),
-        )
-        .await?;
+        // The two days of results the monitor would have written before, once a minute, an
+        // hour per insert (all at once would copy the details of every result 2,880 times in
+        // one block). The alias must not be `time`, which the WHERE reads.
+        let minutes = SPAN_SECONDS / 60;
+        for hour in 0..SPAN_SECONDS / 3600 {
+            // Minutes `first .. first + steps` before the end, up to the start of the data.
+            let first = hour * 60 + 1;
+            let steps = 60.min(minutes - first);
+            execute(
+                &loader,
+                &format!(
+                    "INSERT INTO {DATABASE}.sla_results SELECT time - 60 * ({first} + step) AS earlier, sla, \
+                     kind, subject, labels_keys, labels_values, value, threshold, verdict, samples, details \
+                     FROM {DATABASE}.sla_results ARRAY JOIN range({steps}) AS step \
+                     WHERE time = toDateTime({end})"
+                ),
+            )
+            .await?;
+        }
         if let Some(dir) = kept {
             KeptData {
                 flows: config.flows,
@@ -532,7 +540,7 @@ fn flows_insert(arrays: &ModelArrays, offset: u64, count: u64, total: u64, end: 
          vlan, etype, direction, traffic_direction, egress_path, exporter_name, exporter_site, in_if_name, \
          out_if_name, in_if_role, out_if_role, in_if_kind, out_if_kind, in_if_provider, out_if_provider, \
          src_internal, dst_internal, dst_cloud, rtt_client_us, rtt_server_us, rtt_app_us, rtt_source)
-SELECT t, flow_end - (h1 >> 48) % 120, flow_end, IPv4ToIPv6(toUInt32(3221225984 + e)),
+SELECT t, flow_end - bitShiftRight(h1, 48) % 120, flow_end, IPv4ToIPv6(toUInt32(3221225984 + e)),
     [0, 256, 0, 7][e], ['netflow9', 'ipfix', 'sflow5', 'ipfix'][e], sampling_rate,
     ['options', 'options', 'sflow', 'config_default'][e],
     if(outbound, host_address, remote_address), if(outbound, remote_address, host_address),
@@ -546,35 +554,35 @@ SELECT t, flow_end - (h1 >> 48) % 120, flow_end, IPv4ToIPv6(toUInt32(3221225984 
     if(outbound, 'none', {kinds}[p]), if(outbound, {kinds}[p], 'none'),
     if(outbound, '', {providers}[p]), if(outbound, {providers}[p], ''),
     toUInt8(outbound), toUInt8(NOT outbound), if(outbound, cloud, ''),
-    if(measured, toNullable(toUInt32(500 + (h3 >> 44) % 5000)), NULL),
-    if(measured AND e != 3, toNullable(toUInt32(8000 + 3000 * p + (h3 >> 50) % 10000)), NULL),
-    if(measured AND e != 3, toNullable(toUInt32(20000 + (h2 >> 50) % 50000)), NULL),
+    if(measured, toNullable(toUInt32(500 + bitShiftRight(h3, 44) % 5000)), NULL),
+    if(measured AND e != 3, toNullable(toUInt32(8000 + 3000 * p + bitShiftRight(h3, 50) % 10000)), NULL),
+    if(measured AND e != 3, toNullable(toUInt32(20000 + bitShiftRight(h2, 50) % 50000)), NULL),
     if(measured, if(e = 3, 'sflow_tcp_info', 'nprobe'), 'none')
 FROM (
     SELECT n, t, h1, h2, h3, e, x, (e - 1) * 2 + x AS p, outbound, host, remote,
-        t - (h1 >> 40) % 30 AS flow_end, [1000, 1000, 512, 2000][e] AS sampling_rate,
+        t - bitShiftRight(h1, 40) % 30 AS flow_end, [1000, 1000, 512, 2000][e] AS sampling_rate,
         IPv4ToIPv6(toUInt32(167772160 + 256 * intDiv(host, 250) + host % 250 + 1)) AS host_address,
         IPv4ToIPv6(toUInt32(754974720 + remote * 13)) AS remote_address,
         toUInt32(1000 + remote % {AS_COUNT}) AS dst_as_number,
         if(remote % 10 = 0,
             ['aws/S3/eu-west-1', 'aws/EC2/us-east-1', 'gcp/storage', 'microsoft/office365'][intDiv(remote, 10) % 4 + 1],
             '') AS cloud,
-        10 + (h1 >> 9) % 2 AS internal_if, ['ae0', 'ae1'][internal_if - 9] AS internal_name,
+        10 + bitShiftRight(h1, 9) % 2 AS internal_if, ['ae0', 'ae1'][internal_if - 9] AS internal_name,
         multiIf(h3 % 20 < 16, 6, h3 % 20 < 19, 17, 1) AS proto,
-        toUInt16(32768 + (h2 >> 32) % 28000) AS ephemeral_port,
-        if(proto = 1, 0, [443, 443, 443, 443, 80, 80, 53, 22, 8443, 3306][(h2 >> 28) % 10 + 1]) AS service_port,
-        toUInt64(exp(((h3 >> 8) % 1000) / 250)) AS packets,
-        toUInt64(packets * (64 + (h3 >> 20) % 1400)
+        toUInt16(32768 + bitShiftRight(h2, 32) % 28000) AS ephemeral_port,
+        if(proto = 1, 0, [443, 443, 443, 443, 80, 80, 53, 22, 8443, 3306][bitShiftRight(h2, 28) % 10 + 1]) AS service_port,
+        toUInt64(exp((bitShiftRight(h3, 8) % 1000) / 250)) AS packets,
+        toUInt64(packets * (64 + bitShiftRight(h3, 20) % 1400)
             * (1 + 0.5 * sin(2 * pi() * (t % 86400) / 86400))
             * if(outbound AND host = {UPLOADER} AND t >= {end} - 1800, 50, 1)) AS bytes,
-        outbound AND (h3 >> 40) % 5 = 0 AS measured
+        outbound AND bitShiftRight(h3, 40) % 5 = 0 AS measured
     FROM (
         SELECT number + {offset} AS n, toUInt32({start} + intDiv(n * {SPAN_SECONDS}, {total})) AS t,
             intHash64(n) AS h1, intHash64(n + 1000000000000) AS h2, intHash64(n + 2000000000000) AS h3,
             if((h1 % {exporters}) + 1 = {SILENT_EXPORTER} AND t >= {end} - 600, 1, (h1 % {exporters}) + 1) AS e,
-            1 + (h1 >> 8) % 2 AS x, (h2 % 10) < 6 AS outbound,
-            toUInt32(pow(((h2 >> 8) % 1000) / 1000, 3) * {HOSTS}) AS host,
-            toUInt32(pow(((h2 >> 20) % 1000000) / 1000000, 2) * {DESTINATIONS}) AS remote
+            1 + bitShiftRight(h1, 8) % 2 AS x, (h2 % 10) < 6 AS outbound,
+            toUInt32(pow((bitShiftRight(h2, 8) % 1000) / 1000, 3) * {HOSTS}) AS host,
+            toUInt32(pow((bitShiftRight(h2, 20) % 1000000) / 1000000, 2) * {DESTINATIONS}) AS remote
         FROM numbers({count})
     )
 )"
@@ -869,12 +877,12 @@ async fn time_dashboards(
             });
         }
     }
-    // The log is flushed every second.
+    // The log is flushed every second. `type` 2 is QueryFinish (a number on 18.16, an enum later).
     tokio::time::sleep(Duration::from_millis(2_500)).await;
     let logged: Vec<LoggedQuery> = client
         .query(
             "SELECT query_id, read_rows, read_bytes, toUInt64(memory_usage) FROM system.query_log \
-             WHERE type = 'QueryFinish' AND query_id LIKE 'bench-%'",
+             WHERE toInt8(type) = 2 AND query_id LIKE 'bench-%'",
         )
         .fetch_all()
         .await?;
