@@ -16,7 +16,7 @@
 //!    generated, and the hour rollups are closed as the monitor does ([`close_hours`]);
 //! 3. evaluate the [`MODEL`]'s SLAs as the monitor does ([`evaluate_all`] with
 //!    [`EvalContext::from_model`] at the end of the data), several times, and write the results
-//!    to `sla_results` with a day of history before them (the monitor's once-a-minute results);
+//!    to `sla_results` with two days of history before them (the monitor's once-a-minute results);
 //! 4. expand every variable and panel query of every dashboard in `dashboards/` as Grafana
 //!    does ([`egress_testkit::grafana`]) for the last 24 hours and the last 6 hours of the data,
 //!    with every variable on "All", and run each [`QueryBenchConfig::panel_runs`] times.
