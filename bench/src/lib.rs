@@ -10,10 +10,14 @@
 //! the highest rate with ≥ 99.9 % stored in every run, with datagrams/s, CPU and peak RSS
 //! ([`procstat`]) — plus the direct ClickHouse ingest reference ([`direct`]), rendered side by
 //! side by [`render`].
+//!
+//! The query side is [`query`] (`egress-bench query`): SLA evaluation and every dashboard query
+//! timed over 100 M generated flows, against issue 7's bounds.
 
 pub mod collectors;
 pub mod direct;
 pub mod procstat;
+pub mod query;
 pub mod replay;
 pub mod search;
 pub mod streams;

@@ -9,9 +9,9 @@
 //!   ClickHouse 18.16), and the provisioning files point at the uid and the mounted path;
 //! - the SQL: every variable and panel query is expanded as Grafana and the plugin do (the
 //!   front end's `$__conditionalAll` and template variables, then the back end's `$__timeFilter`,
-//!   `$__fromTime`, `$__toTime`, `$__interval_s`; see [`expand`]) for a fixed time range in two
-//!   scenarios (every variable on "All", and chosen values), and run on ClickHouse 18.16 against
-//!   rows covering every panel: each variable query must return exactly the expected options and
+//!   `$__fromTime`, `$__toTime`, `$__interval_s`; `egress_testkit::grafana`, shared with
+//!   `egress-bench query`) for a fixed time range in two scenarios (every variable on "All",
+//!   and chosen values), and run on ClickHouse 18.16 against rows covering every panel: each variable query must return exactly the expected options and
 //!   each panel query at least one row with a non-zero, non-empty value.
 //!
 //! [`dump_dashboard_sql`] writes the same expanded queries and the same rows (rendered for
@@ -19,13 +19,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use egress_query::connection::{self, ClickHouseConfig};
 use egress_query::migrate::migrate;
 use egress_query::rollups::rollups;
 use egress_testkit::clickhouse::ClickHouseServer;
+use egress_testkit::grafana::{self, expand, Context, Dashboard, Resolved};
 use serde_json::{json, Value};
 
 const DATASOURCE_TYPE: &str = "grafana-clickhouse-datasource";
@@ -63,54 +64,11 @@ const DASHBOARD_UIDS: &[&str] = &[
 const WEEK: u32 = 604_800;
 
 fn dashboards_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../dashboards")
-}
-
-/// One dashboard file.
-#[derive(Debug)]
-struct Dashboard {
-    file: String,
-    json: Value,
-}
-
-impl Dashboard {
-    fn uid(&self) -> &str {
-        self.json["uid"].as_str().unwrap_or_default()
-    }
-
-    /// Every panel, those inside collapsed rows included.
-    fn panels(&self) -> Vec<&Value> {
-        let mut panels = Vec::new();
-        for panel in self.json["panels"].as_array().into_iter().flatten() {
-            panels.push(panel);
-            panels.extend(panel["panels"].as_array().into_iter().flatten());
-        }
-        panels
-    }
-
-    fn variables(&self) -> Vec<&Value> {
-        self.json["templating"]["list"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .collect()
-    }
+    grafana::dashboards_dir()
 }
 
 fn load_dashboards() -> Vec<Dashboard> {
-    let mut dashboards = Vec::new();
-    for entry in std::fs::read_dir(dashboards_dir()).expect("dashboards/ exists") {
-        let path = entry.unwrap().path();
-        if path.extension().and_then(|e| e.to_str()) != Some("json") {
-            continue;
-        }
-        let text = std::fs::read_to_string(&path).unwrap();
-        let json: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        let file = path.file_name().unwrap().to_string_lossy().into_owned();
-        dashboards.push(Dashboard { file, json });
-    }
-    dashboards.sort_by(|a, b| a.file.cmp(&b.file));
-    dashboards
+    grafana::load_dashboards(&dashboards_dir()).expect("dashboards/ loads")
 }
 
 /// Every `"datasource"` value in `value`, with the JSON path that leads to it.
@@ -277,242 +235,6 @@ fn provisioning_points_at_the_datasource_and_the_dashboards() {
     assert_eq!(list.len(), 1);
     assert_eq!(list[0]["type"].as_str(), Some("file"));
     assert_eq!(list[0]["options"]["path"].as_str(), Some(PROVISIONED_PATH));
-}
-
-// ---------------------------------------------------------------------------------------------
-// Expansion of the plugin's macros and Grafana's template variables.
-
-/// A variable's value at query time.
-#[derive(Debug, Clone)]
-struct Resolved {
-    /// "All" is selected (Grafana's `$__all`).
-    all: bool,
-    /// The values the variable stands for: the selection, or every option under "All".
-    values: Vec<String>,
-    /// A multi-value variable: Grafana hands the plugin an array even for one value.
-    multi: bool,
-}
-
-/// Time range, interval and variables of one panel refresh.
-#[derive(Debug, Clone)]
-struct Context {
-    from: u32,
-    to: u32,
-    interval_s: u32,
-    variables: BTreeMap<String, Resolved>,
-}
-
-/// The arguments of the macro whose `(` is at the start of `text`, split at the commas of the
-/// first level of parentheses, and the length up to the closing `)` (the plugin's
-/// `getMacroArgs`).
-fn macro_args(text: &str) -> Option<(Vec<&str>, usize)> {
-    let mut depth = 0;
-    let mut last = 1;
-    let mut args = Vec::new();
-    for (index, byte) in text.bytes().enumerate() {
-        match byte {
-            b'(' => depth += 1,
-            b')' => depth -= 1,
-            b',' if depth == 1 => {
-                args.push(&text[last..index]);
-                last = index + 1;
-            }
-            _ => {}
-        }
-        if matches!(byte, b'(' | b')') && depth == 0 {
-            args.push(&text[last..index]);
-            return Some((args, index + 1));
-        }
-    }
-    None
-}
-
-/// The name in `$name` or `${name}`.
-fn variable_name(text: &str) -> Option<&str> {
-    let rest = text.strip_prefix('$')?;
-    let rest = rest.strip_prefix('{').unwrap_or(rest);
-    let end = rest
-        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-        .unwrap_or(rest.len());
-    (end > 0).then(|| &rest[..end])
-}
-
-/// The front end's `$__conditionalAll(condition, $variable)`: `1=1` when the variable is "All"
-/// (or empty), else the condition; innermost (last) first, as the plugin does.
-fn conditional_all(sql: &str, context: &Context) -> Result<String, String> {
-    const MACRO: &str = "$__conditionalAll(";
-    let mut sql = sql.to_owned();
-    while let Some(index) = sql.rfind(MACRO) {
-        let open = index + MACRO.len() - 1;
-        let (args, _) = macro_args(&sql[open..]).ok_or("unclosed $__conditionalAll")?;
-        let [condition, variable] = args[..] else {
-            return Err(format!("$__conditionalAll takes 2 arguments: {args:?}"));
-        };
-        let name = variable_name(variable.trim()).ok_or(format!("not a variable: {variable}"))?;
-        let value = context
-            .variables
-            .get(name)
-            .ok_or(format!("$__conditionalAll of unknown variable {name}"))?;
-        let phrase = if value.all || value.values.join(",").is_empty() {
-            "1=1".to_owned()
-        } else {
-            condition.to_owned()
-        };
-        let original = format!("{MACRO}{condition},{variable})");
-        sql = sql.replacen(&original, &phrase, 1);
-    }
-    Ok(sql)
-}
-
-/// Grafana's template variables: `$name`, `${name}`, `${name:format}`. Without a format the
-/// plugin quotes arrays (`'a','b'`) and leaves single values as they are. `$__...` names are
-/// macros for the back end and stay.
-fn template_variables(sql: &str, context: &Context) -> Result<String, String> {
-    let mut out = String::with_capacity(sql.len());
-    let mut rest = sql;
-    while let Some(index) = rest.find('$') {
-        out.push_str(&rest[..index]);
-        let after = &rest[index + 1..];
-        let (inner, consumed) = match after.strip_prefix('{') {
-            Some(braced) => {
-                let end = braced.find('}').ok_or("unclosed ${")?;
-                (&braced[..end], end + 2)
-            }
-            None => {
-                let end = after
-                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                    .unwrap_or(after.len());
-                (&after[..end], end)
-            }
-        };
-        let (name, format) = match inner.split_once(':') {
-            Some((name, format)) => (name, Some(format)),
-            None => (inner, None),
-        };
-        if name.starts_with("__") || name.is_empty() {
-            out.push('$');
-            rest = after;
-            continue;
-        }
-        let value = context
-            .variables
-            .get(name)
-            .ok_or(format!("unknown variable ${name}"))?;
-        let quoted = || {
-            value
-                .values
-                .iter()
-                .map(|v| format!("'{}'", v.replace('\'', "\\'")))
-                .collect::<Vec<_>>()
-                .join(",")
-        };
-        let text = match format {
-            Some("singlequote") => quoted(),
-            Some("raw") => value.values.join(","),
-            Some(other) => return Err(format!("format {other} of ${name} not handled")),
-            None if value.multi => quoted(),
-            None => value.values.join(","),
-        };
-        out.push_str(&text);
-        rest = &after[consumed..];
-    }
-    out.push_str(rest);
-    Ok(out)
-}
-
-/// The back end's macros (the plugin's `pkg/macros` through `sqlds`): `$__timeFilter(col)`,
-/// `$__fromTime`, `$__toTime`, `$__interval_s`. Any other macro is an error.
-fn backend_macros(sql: &str, context: &Context) -> Result<String, String> {
-    let mut out = String::with_capacity(sql.len());
-    let mut rest = sql;
-    while let Some(index) = rest.find("$__") {
-        out.push_str(&rest[..index]);
-        let after = &rest[index + 3..];
-        let end = after
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .unwrap_or(after.len());
-        let name = &after[..end];
-        let mut consumed = end;
-        let mut args = Vec::new();
-        if after[end..].starts_with('(') {
-            let close = after[end..].find(')').ok_or(format!("unclosed $__{name}("))?;
-            args = after[end + 1..end + close].split(',').map(str::trim).collect();
-            consumed = end + close + 1;
-        }
-        let from = format!("toDateTime({})", context.from);
-        let to = format!("toDateTime({})", context.to);
-        let text = match (name, args.as_slice()) {
-            ("timeFilter", [column]) => format!("{column} >= {from} AND {column} <= {to}"),
-            ("fromTime", []) => from,
-            ("toTime", []) => to,
-            ("interval_s", []) => context.interval_s.max(1).to_string(),
-            _ => return Err(format!("macro $__{name}({args:?}) is not one of the dashboards'")),
-        };
-        out.push_str(&text);
-        rest = &after[consumed..];
-    }
-    out.push_str(rest);
-    Ok(out)
-}
-
-/// The SQL the server receives for `raw`: `$__conditionalAll` and variables in the browser,
-/// then the time macros in the plugin's back end.
-fn expand(raw: &str, context: &Context) -> Result<String, String> {
-    let sql = conditional_all(raw, context)?;
-    let sql = template_variables(&sql, context)?;
-    let sql = backend_macros(&sql, context)?;
-    if sql.contains('$') {
-        return Err(format!("unexpanded `$` in {sql}"));
-    }
-    Ok(sql)
-}
-
-#[test]
-fn expansion_follows_the_plugin() {
-    let context = Context {
-        from: 1_700_000_000,
-        to: 1_700_003_600,
-        interval_s: 0,
-        variables: BTreeMap::from([
-            (
-                "path".to_owned(),
-                Resolved {
-                    all: false,
-                    values: vec!["a / b (O'Neil)".into(), "c".into()],
-                    multi: true,
-                },
-            ),
-            (
-                "site".to_owned(),
-                Resolved {
-                    all: true,
-                    values: vec!["par".into(), "ams".into()],
-                    multi: true,
-                },
-            ),
-            (
-                "database".to_owned(),
-                Resolved {
-                    all: false,
-                    values: vec!["egress".into()],
-                    multi: false,
-                },
-            ),
-        ]),
-    };
-    let raw = "SELECT 1 FROM ${database}.t WHERE $__timeFilter( minute ) AND \
-               $__conditionalAll(p IN (${path:singlequote}), $path) AND \
-               $__conditionalAll(s IN (${site:singlequote}), ${site}) AND x < $__toTime - 300 \
-               AND s IN ($site) AND k = intDiv(toUInt32(minute), $__interval_s)";
-    assert_eq!(
-        expand(raw, &context).unwrap(),
-        "SELECT 1 FROM egress.t WHERE minute >= toDateTime(1700000000) AND minute <= \
-         toDateTime(1700003600) AND p IN ('a / b (O\\'Neil)','c') AND 1=1 AND \
-         x < toDateTime(1700003600) - 300 AND s IN ('par','ams') AND k = intDiv(toUInt32(minute), 1)"
-    );
-    assert!(expand("SELECT $__timeInterval(t)", &context).is_err());
-    assert!(expand("SELECT ${nosuch}", &context).is_err());
-    assert!(expand("SELECT $__conditionalAll(a, $nosuch)", &context).is_err());
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -3,9 +3,10 @@
 //!
 //! [`ClickHouseServer::start`] writes the configuration from the same templates as
 //! `deploy/local/clickhouse.sh` (`deploy/clickhouse/config.xml` and `users.xml`), on free ports,
-//! and waits until `GET /ping` answers. [`ClickHouseServer::stop`] and
+//! and waits until `GET /ping` answers ([`ClickHouseServer::start_in`]: with extra configuration,
+//! optionally in a directory that is kept). [`ClickHouseServer::stop`] and
 //! [`ClickHouseServer::restart`] stop and start it on the same ports and data (for outage tests).
-//! Dropping the value kills the server and removes the directory.
+//! Dropping the value kills the server and removes the directory (unless it was given).
 //!
 //! The binary is `$EGRESS_CLICKHOUSE_SERVER` if set, else `clickhouse-server`, else
 //! `clickhouse server` (newer packages ship one multi-call binary).
@@ -30,7 +31,10 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// A running (or stopped, see [`ClickHouseServer::stop`]) ClickHouse server owned by a test.
 #[derive(Debug)]
 pub struct ClickHouseServer {
-    dir: tempfile::TempDir,
+    dir: PathBuf,
+    /// The directory's owner when it is temporary (removed on drop); `None` for a directory
+    /// given to [`ClickHouseServer::start_in`], which is kept.
+    _temporary: Option<tempfile::TempDir>,
     http_port: u16,
     tcp_port: u16,
     child: Option<Child>,
@@ -82,18 +86,46 @@ impl ClickHouseServer {
         Ok((server, https_port))
     }
 
+    /// Starts a server with `extra` XML inside the root element (e.g. a `<query_log>`
+    /// section), its data in `dir` when given (created if missing, kept after the server stops,
+    /// and reused by the next start in the same directory), else in a temporary directory.
+    pub fn start_in(dir: Option<&Path>, extra: &str) -> anyhow::Result<Self> {
+        retry_on_port_race(|| match dir {
+            Some(dir) => Self::start_at(dir.to_path_buf(), None, free_port()?, free_port()?, extra),
+            None => Self::start_with(free_port()?, free_port()?, extra),
+        })
+    }
+
     /// Starts a server on the given ports with `extra` XML inside the root element.
     fn start_with(http_port: u16, tcp_port: u16, extra: &str) -> anyhow::Result<Self> {
-        let dir = tempfile::Builder::new().prefix("egress-clickhouse-").tempdir()?;
-        let config = render_config(dir.path(), http_port, tcp_port)
-            .replace("</yandex>", &format!("    {extra}\n</yandex>"));
+        let temporary = tempfile::Builder::new().prefix("egress-clickhouse-").tempdir()?;
+        Self::start_at(
+            temporary.path().to_path_buf(),
+            Some(temporary),
+            http_port,
+            tcp_port,
+            extra,
+        )
+    }
+
+    /// Starts a server in `dir` (owned by `temporary` when temporary) on the given ports.
+    fn start_at(
+        dir: PathBuf,
+        temporary: Option<tempfile::TempDir>,
+        http_port: u16,
+        tcp_port: u16,
+        extra: &str,
+    ) -> anyhow::Result<Self> {
+        let config =
+            render_config(&dir, http_port, tcp_port).replace("</yandex>", &format!("    {extra}\n</yandex>"));
         for sub in ["log", "data", "tmp", "user_files", "format_schemas"] {
-            std::fs::create_dir_all(dir.path().join(sub))?;
+            std::fs::create_dir_all(dir.join(sub))?;
         }
-        std::fs::write(dir.path().join("config.xml"), config)?;
-        std::fs::write(dir.path().join("users.xml"), USERS)?;
+        std::fs::write(dir.join("config.xml"), config)?;
+        std::fs::write(dir.join("users.xml"), USERS)?;
         let mut server = Self {
             dir,
+            _temporary: temporary,
             http_port,
             tcp_port,
             child: None,
@@ -119,7 +151,7 @@ impl ClickHouseServer {
 
     /// The directory holding the configuration, data and logs.
     pub fn dir(&self) -> &Path {
-        self.dir.path()
+        &self.dir
     }
 
     /// A client for this server, validation off (see `egress_query::connection::client`).
@@ -195,14 +227,14 @@ impl ClickHouseServer {
     }
 
     fn spawn(&mut self) -> anyhow::Result<()> {
-        let config = self.dir.path().join("config.xml");
-        let stdout = std::fs::File::create(self.dir.path().join("log/stdout.log"))?;
-        let stderr = std::fs::File::create(self.dir.path().join("log/stderr.log"))?;
+        let config = self.dir.join("config.xml");
+        let stdout = std::fs::File::create(self.dir.join("log/stdout.log"))?;
+        let stderr = std::fs::File::create(self.dir.join("log/stderr.log"))?;
         let (program, args) = server_command();
         let child = Command::new(&program)
             .args(&args)
             .arg(format!("--config-file={}", config.display()))
-            .current_dir(self.dir.path())
+            .current_dir(&self.dir)
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr)
@@ -237,7 +269,7 @@ impl ClickHouseServer {
         ]
         .iter()
         .map(|name| {
-            let text = std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
+            let text = std::fs::read_to_string(self.dir.join(name)).unwrap_or_default();
             let lines: Vec<&str> = text.lines().collect();
             let tail = lines[lines.len().saturating_sub(30)..].join("\n");
             format!("--- {name}\n{tail}")

@@ -6,6 +6,7 @@
 
 pub mod clickhouse;
 pub mod exporters;
+pub mod grafana;
 pub mod netns;
 pub mod tls;
 pub mod traffic;
