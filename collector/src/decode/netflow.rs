@@ -36,6 +36,7 @@
 //! Nothing is flushed at shutdown; held sets still waiting are reported via
 //! [`NetflowDecoder::held_sets`].
 
+mod compiled;
 mod record;
 #[cfg(test)]
 pub(crate) mod tests;
@@ -54,6 +55,7 @@ use super::snapshot::{
 };
 use super::{DecodeError, DecodeErrorKind, DecodeOutput, DecoderConfig, LearnedState, Result};
 use crate::normalise::{FlowRecord, FlowType, SamplingSource};
+use compiled::CompiledRecord;
 use record::{FlowBuilder, RecordSampling, SamplingFields};
 
 /// NetFlow v5 header and record sizes (fixed by the format).
@@ -92,6 +94,8 @@ struct Template {
     min_record_len: usize,
     /// `time_received` of the last definition or refresh.
     refreshed: u32,
+    /// The data records' layout compiled into fixed reads, where it can be (`compiled`).
+    compiled: Option<CompiledRecord>,
 }
 
 impl Template {
@@ -106,11 +110,17 @@ impl Template {
                 }
             })
             .sum();
+        let compiled = if is_options {
+            None
+        } else {
+            CompiledRecord::compile(&fields)
+        };
         Self {
             fields,
             is_options,
             min_record_len,
             refreshed,
+            compiled,
         }
     }
 }
@@ -1001,6 +1011,14 @@ impl NetflowDecoder {
     ) {
         let limit = self.config.max_templates_per_exporter.max(1);
         let state = self.scopes.entry(scope).or_default();
+        if let Some(known) = state.templates.get_mut(&template_id) {
+            if known.is_options == is_options && known.fields == fields {
+                // A refresh (exporters resend every template every few seconds): keep the
+                // compiled layout.
+                known.refreshed = now;
+                return;
+            }
+        }
         if !state.templates.contains_key(&template_id) && state.templates.len() >= limit {
             if let Some(oldest) = state
                 .templates
@@ -1163,6 +1181,33 @@ impl NetflowDecoder {
         let flow_type = scope.flow_type.flow_type();
         let mut records = 0u64;
         let mut at = 0usize;
+        let resolve = |rate: Option<u64>, sampler_id, samplers: &SamplerTable| match (
+            rate,
+            samplers.resolve(sampler_id),
+        ) {
+            (Some(rate), _) => (rate, SamplingSource::Record),
+            (None, Some(rate)) => (rate, SamplingSource::Options),
+            (None, None) => (1, SamplingSource::Unknown),
+        };
+        if let Some(compiled) = &template.compiled {
+            // Fixed-length records: the set holds `body.len() / len` of them and the rest is
+            // padding (shorter than a record, so never an error, as below).
+            let first = out.flows.len();
+            let count = body.len() / compiled.len;
+            // Rows made in their place in the output (an extend of known length writes each
+            // one where it goes; a push built it aside and copied its 400 bytes in).
+            out.flows.extend(
+                std::iter::repeat_with(|| FlowRecord::new(scope.exporter, time_received, flow_type))
+                    .take(count),
+            );
+            let flows = out.flows.get_mut(first..).unwrap_or_default();
+            for (record, flow) in body.chunks_exact(compiled.len).zip(flows) {
+                flow.observation_domain = scope.domain;
+                let RecordSampling { rate, sampler_id } = compiled.fill(record, &header, flow);
+                (flow.sampling_rate, flow.sampling_source) = resolve(rate, sampler_id, samplers);
+            }
+            return count as u64;
+        }
         // One builder for every record of the set: each record of a template visits the same
         // fields, and `take` overwrites each slot it is given, so a record never sees its
         // predecessor's values, and the builder (close to a kilobyte) is not reset per record.
@@ -1197,13 +1242,7 @@ impl NetflowDecoder {
                     if let Some(flow) = out.flows.last_mut() {
                         flow.observation_domain = scope.domain;
                         let RecordSampling { rate, sampler_id } = builder.finish(&header, flow);
-                        let (rate, source) = match (rate, samplers.resolve(sampler_id)) {
-                            (Some(rate), _) => (rate, SamplingSource::Record),
-                            (None, Some(rate)) => (rate, SamplingSource::Options),
-                            (None, None) => (1, SamplingSource::Unknown),
-                        };
-                        flow.sampling_rate = rate;
-                        flow.sampling_source = source;
+                        (flow.sampling_rate, flow.sampling_source) = resolve(rate, sampler_id, samplers);
                     }
                 }
                 consumed

@@ -22,31 +22,41 @@ const NTP_UNIX_OFFSET: u64 = 2_208_988_800;
 
 /// Big-endian unsigned integer of 1 to 8 bytes; `None` for any other width.
 pub(super) fn be_uint(bytes: &[u8]) -> Option<u64> {
+    // The usual widths first: one load instead of a loop over the bytes.
+    if let Ok(b) = <[u8; 4]>::try_from(bytes) {
+        return Some(u64::from(u32::from_be_bytes(b)));
+    }
+    if let Ok(b) = <[u8; 2]>::try_from(bytes) {
+        return Some(u64::from(u16::from_be_bytes(b)));
+    }
+    if let Ok(b) = <[u8; 8]>::try_from(bytes) {
+        return Some(u64::from_be_bytes(b));
+    }
     if bytes.is_empty() || bytes.len() > 8 {
         return None;
     }
     Some(bytes.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b)))
 }
 
-fn be_u32(bytes: &[u8]) -> Option<u32> {
+pub(super) fn be_u32(bytes: &[u8]) -> Option<u32> {
     be_uint(bytes).map(|v| u32::try_from(v).unwrap_or(u32::MAX))
 }
 
-fn be_u16(bytes: &[u8]) -> Option<u16> {
+pub(super) fn be_u16(bytes: &[u8]) -> Option<u16> {
     be_uint(bytes).map(|v| u16::try_from(v).unwrap_or(u16::MAX))
 }
 
 /// Low byte of an integer field (TCP flags are 1 byte in v9 and 2 bytes in IPFIX).
-fn low_u8(bytes: &[u8]) -> Option<u8> {
+pub(super) fn low_u8(bytes: &[u8]) -> Option<u8> {
     be_uint(bytes).map(|v| (v & 0xff) as u8)
 }
 
-fn ipv4(bytes: &[u8]) -> Option<Ipv6Addr> {
+pub(super) fn ipv4(bytes: &[u8]) -> Option<Ipv6Addr> {
     let octets: [u8; 4] = bytes.try_into().ok()?;
     Some(Ipv4Addr::from(octets).to_ipv6_mapped())
 }
 
-fn ipv6(bytes: &[u8]) -> Option<Ipv6Addr> {
+pub(super) fn ipv6(bytes: &[u8]) -> Option<Ipv6Addr> {
     let octets: [u8; 16] = bytes.try_into().ok()?;
     Some(Ipv6Addr::from(octets))
 }
@@ -72,7 +82,7 @@ fn ntp_to_unix(bytes: &[u8]) -> Option<u32> {
     u32::try_from(seconds.checked_sub(NTP_UNIX_OFFSET)?).ok()
 }
 
-fn secs_u32(seconds: u64) -> u32 {
+pub(super) fn secs_u32(seconds: u64) -> u32 {
     u32::try_from(seconds).unwrap_or(u32::MAX)
 }
 
@@ -198,7 +208,7 @@ pub(super) struct LatencyFields {
 
 impl LatencyFields {
     /// Takes the element if it is a latency element; returns whether it was one.
-    fn take_element(&mut self, field: &FieldSpec, value: &[u8]) -> bool {
+    pub(super) fn take_element(&mut self, field: &FieldSpec, value: &[u8]) -> bool {
         let ntop_element = match field.enterprise {
             0 if field.id == CONNECTION_COUNT_NEW => {
                 self.new_connections = be_uint(value);
@@ -436,13 +446,10 @@ impl FlowBuilder {
         record.tcp_flags = self.tcp_flags.unwrap_or(0);
         record.src_port = self.src_port.unwrap_or(0);
         record.dst_port = self.dst_port.unwrap_or(0);
-        if matches!(record.proto, 1 | 58) {
-            let from_parts = self
-                .icmp_type
-                .map(|t| u16::from(t) << 8 | u16::from(self.icmp_code.unwrap_or(0)));
-            if let Some(type_code) = self.icmp_type_code.or(from_parts) {
-                record.dst_port = type_code;
-            }
+        if let Some(type_code) =
+            icmp_type_code(record.proto, self.icmp_type_code, self.icmp_type, self.icmp_code)
+        {
+            record.dst_port = type_code;
         }
         // Some exporters send both families with the unused one zeroed.
         let pick = |v4: Option<Ipv6Addr>, v6: Option<Ipv6Addr>| match (v4, v6) {
@@ -481,21 +488,8 @@ impl FlowBuilder {
         record.src_as = self.src_as.unwrap_or(0);
         record.dst_as = self.dst_as.unwrap_or(0);
         record.vlan = self.vlan_id.or(self.dot1q_vlan).or(self.post_vlan).unwrap_or(0);
-        record.direction = match self.direction {
-            Some(0) => Direction::Ingress,
-            Some(1) => Direction::Egress,
-            _ => Direction::Unknown,
-        };
-        record.etype = match (self.ethernet_type.filter(|t| *t != 0), self.ip_version) {
-            (Some(etype), _) => etype,
-            (None, Some(4)) => 0x0800,
-            (None, Some(6)) => 0x86dd,
-            _ => match src.or(dst) {
-                Some(addr) if addr.to_ipv4_mapped().is_some() => 0x0800,
-                Some(_) => 0x86dd,
-                None => 0,
-            },
-        };
+        record.direction = direction(self.direction);
+        record.etype = etype(self.ethernet_type, self.ip_version, src.or(dst));
         self.latency.store(record);
         let (start, end) = self.times(header);
         if let Some(start) = start {
@@ -510,32 +504,82 @@ impl FlowBuilder {
         }
     }
 
-    /// Flow start and end, Unix seconds: absolute elements first, then deltas from the export
-    /// time, then sysUpTime-relative elements (v9 header uptime, or IPFIX systemInitTime).
+    /// Flow start and end, Unix seconds (see [`flow_time`]).
     fn times(&self, header: &MessageHeader) -> (Option<u32>, Option<u32>) {
-        let from_delta = |delta_us: Option<u64>| {
-            delta_us.map(|us| secs_u32(u64::from(header.export_secs).saturating_sub(us / 1_000_000)))
+        let time = |absolute, delta_us, uptime_ms| {
+            flow_time(header, self.system_init_ms, absolute, delta_us, uptime_ms)
         };
-        let from_uptime = |uptime_ms: Option<u32>| {
-            let uptime_ms = uptime_ms?;
-            match (header.sys_up_time_ms, self.system_init_ms) {
-                (_, Some(init_ms)) => Some(secs_u32(init_ms.saturating_add(u64::from(uptime_ms)) / 1000)),
-                (Some(sys_up_time), None) => Some(uptime_to_unix(
-                    u64::from(header.export_secs) * 1000,
-                    sys_up_time,
-                    uptime_ms,
-                )),
-                (None, None) => None,
-            }
-        };
-        let start = self
-            .start_absolute
-            .or_else(|| from_delta(self.start_delta_us))
-            .or_else(|| from_uptime(self.start_uptime_ms));
-        let end = self
-            .end_absolute
-            .or_else(|| from_delta(self.end_delta_us))
-            .or_else(|| from_uptime(self.end_uptime_ms));
-        (start, end)
+        (
+            time(self.start_absolute, self.start_delta_us, self.start_uptime_ms),
+            time(self.end_absolute, self.end_delta_us, self.end_uptime_ms),
+        )
+    }
+}
+
+/// The destination port an ICMP record stores: `type * 256 + code` from icmpTypeCode (32/139),
+/// else from icmpType/icmpCode (176-179), when the protocol is ICMP or ICMPv6; `None` keeps the
+/// exported port.
+pub(super) fn icmp_type_code(
+    proto: u8,
+    type_code: Option<u16>,
+    icmp_type: Option<u8>,
+    icmp_code: Option<u8>,
+) -> Option<u16> {
+    if !matches!(proto, 1 | 58) {
+        return None;
+    }
+    type_code.or(icmp_type.map(|t| u16::from(t) << 8 | u16::from(icmp_code.unwrap_or(0))))
+}
+
+/// flowDirection (61): 0 ingress, 1 egress.
+pub(super) fn direction(value: Option<u8>) -> Direction {
+    match value {
+        Some(0) => Direction::Ingress,
+        Some(1) => Direction::Egress,
+        _ => Direction::Unknown,
+    }
+}
+
+/// EtherType: ethernetType (256) unless zero, else from ipVersion (60), else from the family of
+/// the record's (source, else destination) address.
+pub(super) fn etype(ethernet_type: Option<u16>, ip_version: Option<u8>, address: Option<Ipv6Addr>) -> u16 {
+    match (ethernet_type.filter(|t| *t != 0), ip_version) {
+        (Some(etype), _) => etype,
+        (None, Some(4)) => 0x0800,
+        (None, Some(6)) => 0x86dd,
+        _ => match address {
+            Some(addr) if addr.to_ipv4_mapped().is_some() => 0x0800,
+            Some(_) => 0x86dd,
+            None => 0,
+        },
+    }
+}
+
+/// A flow start or end, Unix seconds: the absolute element first, then a delta from the export
+/// time, then a sysUpTime-relative element (v9 header uptime, or IPFIX systemInitTime).
+pub(super) fn flow_time(
+    header: &MessageHeader,
+    system_init_ms: Option<u64>,
+    absolute: Option<u32>,
+    delta_us: Option<u64>,
+    uptime_ms: Option<u32>,
+) -> Option<u32> {
+    if absolute.is_some() {
+        return absolute;
+    }
+    if let Some(us) = delta_us {
+        return Some(secs_u32(
+            u64::from(header.export_secs).saturating_sub(us / 1_000_000),
+        ));
+    }
+    let uptime_ms = uptime_ms?;
+    match (header.sys_up_time_ms, system_init_ms) {
+        (_, Some(init_ms)) => Some(secs_u32(init_ms.saturating_add(u64::from(uptime_ms)) / 1000)),
+        (Some(sys_up_time), None) => Some(uptime_to_unix(
+            u64::from(header.export_secs) * 1000,
+            sys_up_time,
+            uptime_ms,
+        )),
+        (None, None) => None,
     }
 }
