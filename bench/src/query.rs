@@ -836,6 +836,15 @@ async fn time_dashboards(
             resolve_variables(client, dashboard, &mut context, &mut planned).await?;
             for panel in dashboard.panels() {
                 let title = panel["title"].as_str().unwrap_or_default();
+                // A panel's own `maxDataPoints` lowers the points Grafana asks it for.
+                let points = panel["maxDataPoints"]
+                    .as_u64()
+                    .and_then(|p| u32::try_from(p).ok())
+                    .map_or(MAX_DATA_POINTS, |p| p.min(MAX_DATA_POINTS));
+                let context = Context {
+                    interval_s: grafana::interval_s(seconds, points),
+                    ..context.clone()
+                };
                 for target in panel["targets"].as_array().into_iter().flatten() {
                     let raw = target["rawSql"].as_str().unwrap_or_default();
                     let sql = grafana::expand(raw, &context)

@@ -50,8 +50,10 @@ fn times_every_sla_and_every_dashboard_query_over_generated_flows() {
             sla.name
         );
     }
-    // The generated world breaches on purpose: the overfilled 2 Gbit/s path, the silent
-    // exporter, the unreachable path (the uploader needs the volume of 100 M flows).
+    // The generated world breaches on purpose: the silent exporter and the unreachable path
+    // at any size; the overfilled 2 Gbit/s path and the uploader need the volume of 100 M
+    // flows (at 200,000 flows the paths carry a few Mbit/s, and whether one dips below the
+    // SLA's 1 Mbit/s floor depends on the time of day the run ends in).
     let breaches = |name: &str| {
         report
             .slas
@@ -59,7 +61,7 @@ fn times_every_sla_and_every_dashboard_query_over_generated_flows() {
             .find(|s| s.name == name)
             .map_or(0, |s| s.breach)
     };
-    for name in ["utilisation", "exporters", "latency"] {
+    for name in ["exporters", "latency"] {
         assert!(breaches(name) > 0, "no breach of {name}:\n{text}");
     }
 
