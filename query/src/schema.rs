@@ -436,6 +436,83 @@ pub struct FlowRow {
 }
 
 impl FlowRow {
+    /// Appends the row in ClickHouse's RowBinary format, columns in [`FlowRow`]'s field order
+    /// (the order `<FlowRow as clickhouse::Row>::COLUMN_NAMES` lists): integers little-endian,
+    /// enums as their `Int8` value, addresses as their 16 bytes, strings with a LEB128 length,
+    /// `Nullable` with a leading null byte. The same bytes the `clickhouse` crate's serde
+    /// serializer writes (a test in the collector's sink holds them equal), written without
+    /// serde's per-field dispatch: the collector's insert path spent a fifth of its time there.
+    pub fn write_row_binary(&self, out: &mut Vec<u8>) {
+        fn string(out: &mut Vec<u8>, value: &str) {
+            let mut len = value.len() as u64;
+            loop {
+                let byte = (len & 0x7f) as u8;
+                len >>= 7;
+                if len == 0 {
+                    out.push(byte);
+                    break;
+                }
+                out.push(byte | 0x80);
+            }
+            out.extend_from_slice(value.as_bytes());
+        }
+        fn nullable(out: &mut Vec<u8>, value: Option<u32>) {
+            match value {
+                Some(value) => {
+                    out.push(0);
+                    out.extend_from_slice(&value.to_le_bytes());
+                }
+                None => out.push(1),
+            }
+        }
+        out.extend_from_slice(&self.time_received.to_le_bytes());
+        out.extend_from_slice(&self.time_flow_start.to_le_bytes());
+        out.extend_from_slice(&self.time_flow_end.to_le_bytes());
+        out.extend_from_slice(&self.exporter_address.octets());
+        out.extend_from_slice(&self.observation_domain.to_le_bytes());
+        out.push(self.flow_type as i8 as u8);
+        out.extend_from_slice(&self.sampling_rate.to_le_bytes());
+        out.push(self.sampling_source as i8 as u8);
+        out.extend_from_slice(&self.src_addr.octets());
+        out.extend_from_slice(&self.dst_addr.octets());
+        out.extend_from_slice(&self.src_port.to_le_bytes());
+        out.extend_from_slice(&self.dst_port.to_le_bytes());
+        out.push(self.proto);
+        out.extend_from_slice(&self.bytes.to_le_bytes());
+        out.extend_from_slice(&self.packets.to_le_bytes());
+        out.extend_from_slice(&self.in_if.to_le_bytes());
+        out.extend_from_slice(&self.out_if.to_le_bytes());
+        out.extend_from_slice(&self.src_as.to_le_bytes());
+        out.extend_from_slice(&self.dst_as.to_le_bytes());
+        out.push(self.src_mask);
+        out.push(self.dst_mask);
+        out.extend_from_slice(&self.next_hop.octets());
+        out.push(self.tcp_flags);
+        out.push(self.tos);
+        out.extend_from_slice(&self.vlan.to_le_bytes());
+        out.extend_from_slice(&self.etype.to_le_bytes());
+        out.push(self.direction as i8 as u8);
+        out.push(self.traffic_direction as i8 as u8);
+        string(out, &self.egress_path);
+        string(out, &self.exporter_name);
+        string(out, &self.exporter_site);
+        string(out, &self.in_if_name);
+        string(out, &self.out_if_name);
+        out.push(self.in_if_role as i8 as u8);
+        out.push(self.out_if_role as i8 as u8);
+        out.push(self.in_if_kind as i8 as u8);
+        out.push(self.out_if_kind as i8 as u8);
+        string(out, &self.in_if_provider);
+        string(out, &self.out_if_provider);
+        out.push(self.src_internal);
+        out.push(self.dst_internal);
+        string(out, &self.dst_cloud);
+        nullable(out, self.rtt_client_us);
+        nullable(out, self.rtt_server_us);
+        nullable(out, self.rtt_app_us);
+        out.push(self.rtt_source as i8 as u8);
+    }
+
     /// An empty record for `exporter` received at `time_received`; decoders fill in the rest.
     pub fn new(exporter: IpAddr, time_received: u32, flow_type: FlowType) -> Self {
         Self {

@@ -14,6 +14,11 @@ use clickhouse::error::Error as ClientError;
 use clickhouse::{Client, RowOwned, RowWrite};
 
 use crate::batch::Rows;
+use crate::normalise::FlowRecord;
+
+/// RowBinary bytes sent to the connection at a time (the `clickhouse` crate's frame size; each
+/// is LZ4-compressed on its own when compression is on).
+const SEND_CHUNK_BYTES: usize = 256 * 1024;
 
 /// Default time an insert may take, from the first byte sent to the server's answer.
 pub const DEFAULT_INSERT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -167,6 +172,41 @@ impl ClickHouseSink {
         self.insert_all(table, rows.iter()).await
     }
 
+    /// [`ClickHouseSink::insert_rows`] for flow rows, the table every datagram feeds: the rows
+    /// are written as RowBinary by [`FlowRecord::write_row_binary`] and sent through the
+    /// crate's formatted insert, instead of going through serde field by field (a fifth of the
+    /// collector's time at 0.5 M rows/s went there). The statement names the columns, so the
+    /// table's own column order does not matter, as with the crate's typed insert.
+    pub async fn insert_flows(&self, table: &str, rows: &Rows<FlowRecord>) -> Result<(), SinkError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let fail = |error| SinkError::from_client(table, error);
+        let columns: Vec<String> = <FlowRecord as clickhouse::Row>::COLUMN_NAMES
+            .iter()
+            .map(|column| format!("`{column}`"))
+            .collect();
+        let mut insert = self
+            .client
+            .insert_formatted_with(format!(
+                "INSERT INTO {table} ({}) FORMAT RowBinary",
+                columns.join(", ")
+            ))
+            .with_timeouts(Some(self.insert_timeout), Some(self.insert_timeout));
+        let mut buffer = Vec::with_capacity(SEND_CHUNK_BYTES + 1024);
+        for row in rows.iter() {
+            row.write_row_binary(&mut buffer);
+            if buffer.len() >= SEND_CHUNK_BYTES {
+                let full = std::mem::replace(&mut buffer, Vec::with_capacity(SEND_CHUNK_BYTES + 1024));
+                insert.send(bytes::Bytes::from(full)).await.map_err(fail)?;
+            }
+        }
+        if !buffer.is_empty() {
+            insert.send(bytes::Bytes::from(buffer)).await.map_err(fail)?;
+        }
+        insert.end().await.map_err(fail)
+    }
+
     async fn insert_all<'a, T>(
         &self,
         table: &str,
@@ -196,6 +236,65 @@ impl ClickHouseSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use egress_query::schema::{
+        Direction, FlowType, InterfaceKind, InterfaceRole, RttSource, SamplingSource, TrafficDirection,
+    };
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+    /// Rows that set every column, with long and non-ASCII strings and both states of every
+    /// nullable.
+    fn every_column() -> Vec<FlowRecord> {
+        let mut first = FlowRecord::new(IpAddr::from([192, 0, 2, 1]), 1_700_000_000, FlowType::Ipfix);
+        first.time_flow_start = 1_699_999_990;
+        first.observation_domain = 0x0102_0304;
+        first.sampling_rate = 1 << 40;
+        first.sampling_source = SamplingSource::Options;
+        first.src_addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x11);
+        first.dst_addr = Ipv4Addr::new(198, 51, 100, 7).to_ipv6_mapped();
+        (first.src_port, first.dst_port, first.proto) = (51234, 443, 6);
+        (first.bytes, first.packets) = (u64::MAX, 3);
+        (first.in_if, first.out_if, first.src_as, first.dst_as) = (1, u32::MAX, 64496, 65551);
+        (first.src_mask, first.dst_mask, first.tcp_flags, first.tos) = (48, 24, 0x1b, 0xb8);
+        first.next_hop = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
+        (first.vlan, first.etype) = (4094, 0x86dd);
+        first.direction = Direction::Egress;
+        first.traffic_direction = TrafficDirection::Outbound;
+        first.egress_path = "transit-a".repeat(40);
+        first.exporter_name = "edge1.fra".to_owned();
+        first.exporter_site = "Frankfurt – Mörfelden".to_owned();
+        first.in_if_name = "ae0".to_owned();
+        first.out_if_name = "et-0/0/1".to_owned();
+        (first.in_if_role, first.out_if_role) = (InterfaceRole::Internal, InterfaceRole::External);
+        (first.in_if_kind, first.out_if_kind) = (InterfaceKind::None, InterfaceKind::Transit);
+        first.out_if_provider = "Transit A".to_owned();
+        (first.src_internal, first.dst_internal) = (1, 0);
+        first.dst_cloud = "aws/S3/eu-west-1".to_owned();
+        (first.rtt_client_us, first.rtt_server_us, first.rtt_app_us) = (Some(0), None, Some(u32::MAX));
+        first.rtt_source = RttSource::Nprobe;
+        let second = FlowRecord::new(
+            IpAddr::from([0x2001, 0xdb8, 0, 0, 0, 0, 0, 2]),
+            0,
+            FlowType::Sflow5,
+        );
+        vec![first, second]
+    }
+
+    #[tokio::test]
+    async fn hand_written_row_binary_reads_back_as_the_crates_own() {
+        let mock = clickhouse::test::Mock::new();
+        let client = Client::default()
+            .with_url(mock.url())
+            .with_validation(false)
+            .with_compression(clickhouse::Compression::None);
+        let recording = mock.add(clickhouse::test::handlers::record());
+        let rows = every_column();
+        ClickHouseSink::new(client)
+            .insert_flows("flows", &Rows::from(rows.clone()))
+            .await
+            .expect("insert");
+        let read: Vec<FlowRecord> = recording.collect().await;
+        assert_eq!(read, rows);
+    }
 
     fn server(message: &str) -> SinkError {
         SinkError::from_client("flows", ClientError::BadResponse(message.to_owned()))

@@ -49,7 +49,7 @@ impl Sink {
             return Ok(());
         };
         match batch {
-            Batch::Flows(rows) => sink.insert_rows(FLOWS_TABLE, rows).await,
+            Batch::Flows(rows) => sink.insert_flows(FLOWS_TABLE, rows).await,
             Batch::Counters(rows) => sink.insert_rows(INTERFACE_COUNTERS_TABLE, rows).await,
             Batch::Stats(rows) => sink.insert_rows(EXPORTER_STATS_TABLE, rows).await,
         }
