@@ -399,12 +399,7 @@ impl RunningCollector {
 
 impl Drop for RunningCollector {
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &format!("-{}", self.child.id())])
-            .stderr(Stdio::null())
-            .status();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        egress_testkit::exporters::kill_process_group(&mut self.child);
     }
 }
 

@@ -202,14 +202,19 @@ impl RunningProcess {
 
 impl Drop for RunningProcess {
     fn drop(&mut self) {
-        // The group id is the child's pid (`process_group(0)`); plugins may outlive the core.
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &format!("-{}", self.child.id())])
-            .stderr(Stdio::null())
-            .status();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        kill_process_group(&mut self.child);
     }
+}
+
+/// Kills a child started as the leader of its own process group (`process_group(0)`), with
+/// everything it started (pmacct's plugins may outlive the core process), and reaps it.
+pub fn kill_process_group(child: &mut std::process::Child) {
+    let _ = Command::new("kill")
+        .args(["-KILL", "--", &format!("-{}", child.id())])
+        .stderr(Stdio::null())
+        .status();
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// Counters shared between a [`UdpTee`] and its thread.
