@@ -123,10 +123,38 @@ impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for Rows<T> {
     }
 }
 
+/// Flow rows already written as ClickHouse RowBinary ([`FlowRecord::write_row_binary`]): how
+/// the ClickHouse sink's flow batches are held once closed. A row takes about 130 bytes this way
+/// against 400 as a [`FlowRecord`], and the bytes are made once, however often an insert is
+/// retried or the batch goes through the spool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedFlows {
+    pub rows: usize,
+    pub bytes: Vec<u8>,
+}
+
+impl EncodedFlows {
+    pub fn encode(rows: &Rows<FlowRecord>) -> Self {
+        let mut bytes = Vec::with_capacity(rows.len() * ENCODED_ROW_ESTIMATE);
+        for row in rows.iter() {
+            row.write_row_binary(&mut bytes);
+        }
+        Self {
+            rows: rows.len(),
+            bytes,
+        }
+    }
+}
+
+/// RowBinary bytes of a flow row without enrichment strings (about 130 with a few names).
+const ENCODED_ROW_ESTIMATE: usize = 128;
+
 /// A closed batch for one table.
 #[derive(Debug, PartialEq)]
 pub enum Batch {
     Flows(Rows<FlowRecord>),
+    /// Flow rows as RowBinary (the ClickHouse sink's batcher encodes them when a batch closes).
+    EncodedFlows(EncodedFlows),
     Counters(Rows<InterfaceCounterRecord>),
     Stats(Rows<ExporterStatsRow>),
 }
@@ -135,6 +163,7 @@ impl Batch {
     pub fn len(&self) -> usize {
         match self {
             Self::Flows(rows) => rows.len(),
+            Self::EncodedFlows(encoded) => encoded.rows,
             Self::Counters(rows) => rows.len(),
             Self::Stats(rows) => rows.len(),
         }
@@ -220,6 +249,8 @@ impl<T> OpenBatch<T> {
 #[derive(Debug)]
 pub struct Batcher {
     config: BatchConfig,
+    /// Closed flow batches leave as [`Batch::EncodedFlows`] (for the ClickHouse sink).
+    encode_flows: bool,
     flows: OpenBatch<FlowRecord>,
     counters: OpenBatch<InterfaceCounterRecord>,
     stats: OpenBatch<ExporterStatsRow>,
@@ -232,6 +263,22 @@ impl Batcher {
             counters: OpenBatch::new(&config),
             stats: OpenBatch::new(&config),
             config,
+            encode_flows: false,
+        }
+    }
+
+    /// Closed flow batches leave encoded as RowBinary ([`Batch::EncodedFlows`]), so that the
+    /// batches waiting for and inside an insert hold a third of the memory.
+    pub fn encoding_flows(mut self) -> Self {
+        self.encode_flows = true;
+        self
+    }
+
+    fn flows_batch(encode: bool, rows: Rows<FlowRecord>) -> Batch {
+        if encode {
+            Batch::EncodedFlows(EncodedFlows::encode(&rows))
+        } else {
+            Batch::Flows(rows)
         }
     }
 
@@ -263,7 +310,13 @@ impl Batcher {
             let Some(chunk) = chunk else { break };
             let now = Instant::now();
             let mut closed = Vec::new();
-            closed.extend(self.flows.extend(chunk.flows, now).into_iter().map(Batch::Flows));
+            let encode = self.encode_flows;
+            closed.extend(
+                self.flows
+                    .extend(chunk.flows, now)
+                    .into_iter()
+                    .map(|rows| Self::flows_batch(encode, rows)),
+            );
             closed.extend(
                 self.counters
                     .extend(chunk.counters, now)
@@ -278,7 +331,7 @@ impl Batcher {
             }
         }
         for batch in [
-            Batch::Flows(self.flows.take()),
+            Self::flows_batch(self.encode_flows, self.flows.take()),
             Batch::Counters(self.counters.take()),
             Batch::Stats(self.stats.take()),
         ] {
@@ -293,7 +346,7 @@ impl Batcher {
         let due = |deadline: Option<Instant>| deadline.is_some_and(|d| d <= now);
         let mut batches = Vec::new();
         if due(self.flows.deadline(max_age)) {
-            batches.push(Batch::Flows(self.flows.take()));
+            batches.push(Self::flows_batch(self.encode_flows, self.flows.take()));
         }
         if due(self.counters.deadline(max_age)) {
             batches.push(Batch::Counters(self.counters.take()));
@@ -440,6 +493,38 @@ mod tests {
         assert_eq!(
             batch_rx.recv().await,
             Some(Batch::Flows((0..3).map(record).collect()))
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn for_clickhouse_closed_flow_batches_leave_as_rowbinary() {
+        let (chunk_tx, chunk_rx) = mpsc::channel(4);
+        let (batch_tx, mut batch_rx) = mpsc::channel(4);
+        let batcher = Batcher::new(config(3, 60_000)).encoding_flows();
+        let task = tokio::spawn(batcher.run(chunk_rx, batch_tx));
+        chunk_tx
+            .send(Chunk {
+                flows: (0..4).map(record).collect(),
+                ..Chunk::default()
+            })
+            .await
+            .expect("send");
+        let full: Rows<FlowRecord> = (0..3).map(record).collect();
+        let Some(Batch::EncodedFlows(encoded)) = batch_rx.recv().await else {
+            panic!("a RowBinary batch");
+        };
+        assert_eq!(encoded, EncodedFlows::encode(&full));
+        assert_eq!(encoded.rows, 3);
+        let mut one = Vec::new();
+        record(0).write_row_binary(&mut one);
+        assert_eq!(encoded.bytes.len(), 3 * one.len());
+        // The partial batch left at shutdown is encoded too.
+        drop(chunk_tx);
+        task.await.expect("batcher");
+        let rest: Rows<FlowRecord> = vec![record(3)].into();
+        assert_eq!(
+            batch_rx.recv().await,
+            Some(Batch::EncodedFlows(EncodedFlows::encode(&rest)))
         );
     }
 }

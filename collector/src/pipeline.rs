@@ -168,7 +168,11 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         ))),
         Sink::Null => None,
     };
-    let batcher = tokio::spawn(Batcher::new(config.batch.clone()).run(chunk_rx, batch_tx));
+    let mut batcher = Batcher::new(config.batch.clone());
+    if matches!(sink, Sink::ClickHouse(_)) {
+        batcher = batcher.encoding_flows();
+    }
+    let batcher = tokio::spawn(batcher.run(chunk_rx, batch_tx));
     let writer = tokio::spawn(
         SinkWriter {
             sink,

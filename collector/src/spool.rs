@@ -7,8 +7,9 @@
 //!
 //! **Format.** One batch per segment file `<sequence>.seg` (20 digits, so names sort in order):
 //! an 8-byte magic `EGSPOOL1`, the table kind (1 flows, 2 interface counters, 3 exporter
-//! stats), the row count (u32 LE), the payload length (u64 LE), the CRC-32 of the payload
-//! (u32 LE), and the rows as `postcard` (compact serde). A segment is written to `<sequence>.tmp`
+//! stats, 4 flows already in RowBinary), the row count (u32 LE), the payload length (u64 LE),
+//! the CRC-32 of the payload (u32 LE), and the rows as `postcard` (compact serde), or for kind
+//! 4 the RowBinary bytes as they are inserted. A segment is written to `<sequence>.tmp`
 //! and renamed into place, so a crash never leaves a half-written `.seg`; leftover `.tmp` files
 //! are removed at open. A segment whose magic, lengths or checksum do not match is renamed to
 //! `.bad`, counted (`egress_spool_corrupt_segments_total`) and skipped, never replayed.
@@ -40,7 +41,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::batch::Batch;
+use crate::batch::{Batch, EncodedFlows};
 
 /// First bytes of every segment file.
 const MAGIC: &[u8; 8] = b"EGSPOOL1";
@@ -154,7 +155,7 @@ impl Evicted {
     fn add(&mut self, kind: u8, rows: u32) {
         let rows = u64::from(rows);
         match kind {
-            1 => self.flows += rows,
+            1 | 4 => self.flows += rows,
             2 => self.counters += rows,
             _ => self.stats += rows,
         }
@@ -265,7 +266,7 @@ impl Spool {
     pub fn flow_records(&self) -> u64 {
         self.segments
             .iter()
-            .filter(|s| s.kind == 1)
+            .filter(|s| matches!(s.kind, 1 | 4))
             .map(|s| u64::from(s.rows))
             .sum()
     }
@@ -286,6 +287,7 @@ impl Spool {
     pub fn append(&mut self, batch: &Batch) -> Result<Evicted> {
         let (kind, rows, payload) = match batch {
             Batch::Flows(rows) => (1, rows.len(), postcard::to_stdvec(rows)),
+            Batch::EncodedFlows(encoded) => (4, encoded.rows, Ok(encoded.bytes.clone())),
             Batch::Counters(rows) => (2, rows.len(), postcard::to_stdvec(rows)),
             Batch::Stats(rows) => (3, rows.len(), postcard::to_stdvec(rows)),
         };
@@ -394,7 +396,7 @@ fn parse_header(header: &[u8], file_size: u64) -> Option<(u8, u32, u64)> {
     let kind = *header.get(8)?;
     let rows = u32::from_le_bytes(header.get(9..13)?.try_into().ok()?);
     let payload = u64::from_le_bytes(header.get(13..21)?.try_into().ok()?);
-    let sound = (1..=3).contains(&kind) && (HEADER_BYTES as u64).checked_add(payload) == Some(file_size);
+    let sound = (1..=4).contains(&kind) && (HEADER_BYTES as u64).checked_add(payload) == Some(file_size);
     sound.then_some((kind, rows, payload))
 }
 
@@ -414,6 +416,10 @@ fn read_segment(path: &Path) -> Result<Option<Batch>> {
     }
     let batch = match kind {
         1 => postcard::from_bytes(payload).map(Batch::Flows),
+        4 => Ok(Batch::EncodedFlows(EncodedFlows {
+            rows: rows as usize,
+            bytes: payload.to_vec(),
+        })),
         2 => postcard::from_bytes(payload).map(Batch::Counters),
         _ => postcard::from_bytes(payload).map(Batch::Stats),
     };

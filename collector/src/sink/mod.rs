@@ -50,6 +50,7 @@ impl Sink {
         };
         match batch {
             Batch::Flows(rows) => sink.insert_flows(FLOWS_TABLE, rows).await,
+            Batch::EncodedFlows(encoded) => sink.insert_encoded_flows(FLOWS_TABLE, encoded).await,
             Batch::Counters(rows) => sink.insert_rows(INTERFACE_COUNTERS_TABLE, rows).await,
             Batch::Stats(rows) => sink.insert_rows(EXPORTER_STATS_TABLE, rows).await,
         }
@@ -59,7 +60,7 @@ impl Sink {
 /// The table a batch goes to.
 fn table(batch: &Batch) -> &'static str {
     match batch {
-        Batch::Flows(_) => FLOWS_TABLE,
+        Batch::Flows(_) | Batch::EncodedFlows(_) => FLOWS_TABLE,
         Batch::Counters(_) => INTERFACE_COUNTERS_TABLE,
         Batch::Stats(_) => EXPORTER_STATS_TABLE,
     }
@@ -69,6 +70,7 @@ fn table(batch: &Batch) -> &'static str {
 fn estimated_bytes(batch: &Batch) -> usize {
     match batch {
         Batch::Flows(rows) => rows.len() * std::mem::size_of::<crate::normalise::FlowRecord>(),
+        Batch::EncodedFlows(encoded) => encoded.bytes.len(),
         Batch::Counters(rows) => rows.len() * std::mem::size_of::<crate::normalise::InterfaceCounterRecord>(),
         Batch::Stats(rows) => rows.len() * std::mem::size_of::<egress_query::schema::ExporterStatsRow>(),
     }
@@ -333,8 +335,8 @@ impl SinkWriter {
     async fn spool_or_retry(&self, spool: &mut Spool, batch: Batch, shutdown: &CancellationToken) {
         match blocking(|| spool.append(&batch)) {
             Ok(evicted) => {
-                if let Batch::Flows(rows) = &batch {
-                    self.metrics.records_spooled.inc_by(rows.len() as u64);
+                if matches!(batch, Batch::Flows(_) | Batch::EncodedFlows(_)) {
+                    self.metrics.records_spooled.inc_by(batch.len() as u64);
                 }
                 let dropped = evicted.flows + evicted.counters;
                 if dropped > 0 {
@@ -436,7 +438,7 @@ impl SinkWriter {
     fn count_written(&self, batch: &Batch) {
         let rows = batch.len() as u64;
         match batch {
-            Batch::Flows(_) => self.metrics.records_written.inc_by(rows),
+            Batch::Flows(_) | Batch::EncodedFlows(_) => self.metrics.records_written.inc_by(rows),
             Batch::Counters(_) => self.metrics.counter_samples_written.inc_by(rows),
             Batch::Stats(_) => self.metrics.exporter_stats_written.inc_by(rows),
         };

@@ -77,6 +77,20 @@ fn batches_come_back_in_order_with_every_field_and_survive_a_reopen() {
 }
 
 #[test]
+fn rowbinary_flow_batches_come_back_byte_for_byte_and_count_as_flow_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows: crate::batch::Rows<FlowRecord> = (0..40).map(record).collect();
+    let encoded = Batch::EncodedFlows(EncodedFlows::encode(&rows));
+    let mut spool = Spool::open(&config(dir.path(), 1 << 30)).unwrap();
+    spool.append(&flows(0, 10)).unwrap();
+    spool.append(&encoded).unwrap();
+    assert_eq!((spool.batches(), spool.flow_records()), (2, 50));
+    drop(spool);
+    let mut spool = Spool::open(&config(dir.path(), 1 << 30)).unwrap();
+    assert_eq!(drain(&mut spool), vec![flows(0, 10), encoded]);
+}
+
+#[test]
 fn the_bound_drops_the_oldest_batches_and_says_how_many_rows() {
     let dir = tempfile::tempdir().unwrap();
     let one = {
