@@ -402,7 +402,7 @@ fn parse_header(header: &[u8], file_size: u64) -> Option<(u8, u32, u64)> {
 
 /// The batch of a segment; `None` when it is corrupt.
 fn read_segment(path: &Path) -> Result<Option<Batch>> {
-    let bytes = fs::read(path).map_err(io(path))?;
+    let mut bytes = fs::read(path).map_err(io(path))?;
     let Some((kind, rows, _)) = bytes
         .get(..HEADER_BYTES)
         .and_then(|h| parse_header(h, bytes.len() as u64))
@@ -416,10 +416,14 @@ fn read_segment(path: &Path) -> Result<Option<Batch>> {
     }
     let batch = match kind {
         1 => postcard::from_bytes(payload).map(Batch::Flows),
-        4 => Ok(Batch::EncodedFlows(EncodedFlows {
-            rows: rows as usize,
-            bytes: payload.to_vec(),
-        })),
+        4 => {
+            // The RowBinary bytes are the payload itself: kept without a copy.
+            bytes.drain(..HEADER_BYTES);
+            return Ok(Some(Batch::EncodedFlows(EncodedFlows {
+                rows: rows as usize,
+                bytes,
+            })));
+        }
         2 => postcard::from_bytes(payload).map(Batch::Counters),
         _ => postcard::from_bytes(payload).map(Batch::Stats),
     };
