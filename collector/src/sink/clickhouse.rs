@@ -300,13 +300,19 @@ mod tests {
         vec![first, second]
     }
 
+    /// A client of the crate's mock server, as `egress_query::connection::client` configures one
+    /// (no validation), without compression so that the mock can read the rows back.
+    fn mock_client(mock: &clickhouse::test::Mock) -> Client {
+        Client::default()
+            .with_url(mock.url())
+            .with_validation(false)
+            .with_compression(clickhouse::Compression::None)
+    }
+
     #[tokio::test]
     async fn hand_written_row_binary_reads_back_as_the_crates_own() {
         let mock = clickhouse::test::Mock::new();
-        let client = Client::default()
-            .with_url(mock.url())
-            .with_validation(false)
-            .with_compression(clickhouse::Compression::None);
+        let client = mock_client(&mock);
         let recording = mock.add(clickhouse::test::handlers::record());
         let rows = every_column();
         ClickHouseSink::new(client)
@@ -320,10 +326,7 @@ mod tests {
     #[tokio::test]
     async fn encoded_flow_batches_insert_the_same_rows_in_frames() {
         let mock = clickhouse::test::Mock::new();
-        let client = Client::default()
-            .with_url(mock.url())
-            .with_validation(false)
-            .with_compression(clickhouse::Compression::None);
+        let client = mock_client(&mock);
         let recording = mock.add(clickhouse::test::handlers::record());
         // Enough rows for several 256 KiB frames, so a row is cut between two of them.
         let rows: Vec<FlowRecord> = (0..3000).flat_map(|_| every_column()).collect();
