@@ -13,8 +13,8 @@
 //! - **Traffic direction** ([`classify`]), and the egress path of outbound flows.
 //!
 //! Cost per record: three binary searches over small sorted arrays (two internal-prefix
-//! lookups, one cloud-range lookup), two over the exporter's interfaces, and a clone of each
-//! non-empty name (`FlowRow` holds `String`s; empty ones do not allocate).
+//! lookups, one cloud-range lookup), two over the exporter's interfaces, and a 16-byte copy of
+//! each name (names are interned [`egress_query::label::Label`]s: no allocation).
 
 use std::net::{IpAddr, Ipv6Addr};
 
@@ -49,29 +49,29 @@ impl Enricher {
         for record in records {
             if let Some(exporter) = exporter {
                 apply_sampling(exporter, record);
-                record.exporter_name.clone_from(&exporter.name);
-                record.exporter_site.clone_from(&exporter.site);
+                record.exporter_name = exporter.name;
+                record.exporter_site = exporter.site;
             }
             let input = exporter.and_then(|e| e.interface(record.in_if));
             let output = exporter.and_then(|e| e.interface(record.out_if));
             if let Some(input) = input {
-                record.in_if_name.clone_from(&input.name);
+                record.in_if_name = input.name;
                 record.in_if_role = input.role;
                 record.in_if_kind = input.kind;
-                record.in_if_provider.clone_from(&input.provider);
+                record.in_if_provider = input.provider;
             }
             if let Some(output) = output {
-                record.out_if_name.clone_from(&output.name);
+                record.out_if_name = output.name;
                 record.out_if_role = output.role;
                 record.out_if_kind = output.kind;
-                record.out_if_provider.clone_from(&output.provider);
+                record.out_if_provider = output.provider;
             }
             let src_internal = self.model.is_internal(record.src_addr);
             let dst_internal = self.model.is_internal(record.dst_addr);
             record.src_internal = u8::from(src_internal);
             record.dst_internal = u8::from(dst_internal);
             if let Some(cloud) = self.model.cloud(record.dst_addr) {
-                record.dst_cloud = cloud.to_owned();
+                record.dst_cloud = cloud;
             }
             let interfaces = Interfaces {
                 configured: exporter.is_some_and(ExporterModel::has_interfaces),
@@ -87,7 +87,7 @@ impl Enricher {
             record.traffic_direction = classify(&interfaces, &addresses);
             if record.traffic_direction == TrafficDirection::Outbound {
                 if let Some(output) = output.filter(|o| o.role == InterfaceRole::External) {
-                    record.egress_path.clone_from(&output.path_label);
+                    record.egress_path = output.path_label;
                 }
             }
         }

@@ -6,6 +6,7 @@
 pub mod api;
 pub mod cluster;
 pub mod connection;
+pub mod label;
 pub mod migrate;
 pub mod model;
 pub mod probes;

@@ -22,6 +22,8 @@ use std::path::PathBuf;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+use crate::label::Label;
+
 use crate::schema::{to_v6, InterfaceKind, InterfaceRole};
 
 /// Errors building the model.
@@ -453,15 +455,15 @@ pub fn parse_cidr_list(text: &str, label: &str) -> std::result::Result<Vec<(IpNe
 pub struct InterfaceModel {
     pub if_index: u32,
     /// The configured name, or empty.
-    pub name: String,
+    pub name: Label,
     pub role: InterfaceRole,
     pub kind: InterfaceKind,
     /// The configured provider, or empty.
-    pub provider: String,
+    pub provider: Label,
     pub capacity_bps: Option<u64>,
     pub committed_bps: Option<u64>,
     /// The egress path label; empty for internal interfaces.
-    pub path_label: String,
+    pub path_label: Label,
 }
 
 /// One configured exporter, compiled.
@@ -469,9 +471,9 @@ pub struct InterfaceModel {
 pub struct ExporterModel {
     pub address: IpAddr,
     /// The configured name, or empty.
-    pub name: String,
+    pub name: Label,
     /// The configured site, or empty.
-    pub site: String,
+    pub site: Label,
     pub sampling_default: Option<u64>,
     pub sampling_override: Option<u64>,
     /// Sorted by `if_index`.
@@ -523,7 +525,7 @@ pub struct EgressPath {
 #[derive(Debug, Clone, Default)]
 pub struct EgressModel {
     internal: PrefixTable<()>,
-    clouds: PrefixTable<String>,
+    clouds: PrefixTable<Label>,
     exporters: Vec<ExporterModel>,
     /// Exporter position by stored (IPv4-mapped) address.
     by_address: HashMap<Ipv6Addr, usize>,
@@ -551,7 +553,11 @@ impl EgressModel {
         cloud_ranges: Vec<(IpNet, String)>,
     ) -> Self {
         let internal = PrefixTable::new(model.internal_prefixes.iter().map(|p| (*p, ())));
-        let clouds = PrefixTable::new(cloud_ranges);
+        let clouds = PrefixTable::new(
+            cloud_ranges
+                .into_iter()
+                .map(|(prefix, label)| (prefix, Label::from(label))),
+        );
         let exporters: Vec<ExporterModel> = exporters.iter().map(compile_exporter).collect();
         let mut by_address = HashMap::new();
         for (position, exporter) in exporters.iter().enumerate() {
@@ -576,8 +582,8 @@ impl EgressModel {
     }
 
     /// The cloud label of `address` (stored form), longest prefix first.
-    pub fn cloud(&self, address: Ipv6Addr) -> Option<&str> {
-        self.clouds.lookup(address).map(String::as_str)
+    pub fn cloud(&self, address: Ipv6Addr) -> Option<Label> {
+        self.clouds.lookup(address).copied()
     }
 
     /// The configured exporter sending from `address` (IPv4 and IPv4-mapped match alike).
@@ -609,13 +615,13 @@ impl EgressModel {
                     .iter()
                     .filter(|i| i.role == InterfaceRole::External)
                     .map(move |interface| EgressPath {
-                        label: interface.path_label.clone(),
+                        label: interface.path_label.into(),
                         exporter_address: exporter.address,
-                        exporter_name: exporter.name.clone(),
-                        site: exporter.site.clone(),
+                        exporter_name: exporter.name.into(),
+                        site: exporter.site.into(),
                         if_index: interface.if_index,
-                        if_name: interface.name.clone(),
-                        provider: interface.provider.clone(),
+                        if_name: interface.name.into(),
+                        provider: interface.provider.into(),
                         kind: interface.kind.as_str(),
                         capacity_bps: interface.capacity_bps,
                         committed_bps: interface.committed_bps,
@@ -635,19 +641,19 @@ fn compile_exporter(config: &ExporterConfig) -> ExporterModel {
         .iter()
         .map(|interface| {
             let path_label = if interface.role == Role::External {
-                path_label(&exporter_label, interface)
+                Label::from(path_label(&exporter_label, interface))
             } else {
-                String::new()
+                Label::EMPTY
             };
             InterfaceModel {
                 if_index: interface.if_index,
-                name: interface.name.clone().unwrap_or_default(),
+                name: interface.name.as_deref().map(Label::new).unwrap_or_default(),
                 role: interface.role.stored(),
                 kind: match interface.role {
                     Role::External => interface.kind.map_or(InterfaceKind::None, Kind::stored),
                     Role::Internal => InterfaceKind::None,
                 },
-                provider: interface.provider.clone().unwrap_or_default(),
+                provider: interface.provider.as_deref().map(Label::new).unwrap_or_default(),
                 capacity_bps: interface.capacity_bps,
                 committed_bps: interface.committed_bps,
                 path_label,
@@ -658,8 +664,8 @@ fn compile_exporter(config: &ExporterConfig) -> ExporterModel {
     interfaces.dedup_by_key(|i| i.if_index);
     ExporterModel {
         address: config.address,
-        name: config.name.clone().unwrap_or_default(),
-        site: config.site.clone().unwrap_or_default(),
+        name: config.name.as_deref().map(Label::new).unwrap_or_default(),
+        site: config.site.as_deref().map(Label::new).unwrap_or_default(),
         sampling_default: config.sampling_default,
         sampling_override: config.sampling_override,
         interfaces,

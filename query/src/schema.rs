@@ -13,6 +13,8 @@
 use std::net::{IpAddr, Ipv6Addr};
 
 use clickhouse::Row;
+
+pub use crate::label::Label;
 use serde::{Deserialize, Serialize};
 use serde_repr::{Deserialize_repr, Serialize_repr};
 
@@ -404,25 +406,25 @@ pub struct FlowRow {
     /// Where the flow goes relative to the network (classification from the egress model).
     pub traffic_direction: TrafficDirection,
     /// `edge1 / et-0/0/1 (Transit A)` for outbound flows, empty otherwise.
-    pub egress_path: String,
+    pub egress_path: Label,
     /// The exporter's name from the model; empty when the exporter is not configured.
-    pub exporter_name: String,
+    pub exporter_name: Label,
     /// The exporter's site from the model; empty when not configured.
-    pub exporter_site: String,
-    pub in_if_name: String,
-    pub out_if_name: String,
+    pub exporter_site: Label,
+    pub in_if_name: Label,
+    pub out_if_name: Label,
     pub in_if_role: InterfaceRole,
     pub out_if_role: InterfaceRole,
     pub in_if_kind: InterfaceKind,
     pub out_if_kind: InterfaceKind,
-    pub in_if_provider: String,
-    pub out_if_provider: String,
+    pub in_if_provider: Label,
+    pub out_if_provider: Label,
     /// 1 when `src_addr` is inside the model's internal prefixes, else 0.
     pub src_internal: u8,
     /// 1 when `dst_addr` is inside the model's internal prefixes, else 0.
     pub dst_internal: u8,
     /// Cloud label of `dst_addr` from the cloud range files (`aws/S3/eu-west-1`); empty if none.
-    pub dst_cloud: String,
+    pub dst_cloud: Label,
     /// Network latency between the observation point and the client, microseconds, as the
     /// exporter measured it (see [`RttSource`]); `None` (NULL) when not exported, never 0.
     pub rtt_client_us: Option<u32>,
@@ -544,20 +546,20 @@ impl FlowRow {
             etype: 0,
             direction: Direction::Unknown,
             traffic_direction: TrafficDirection::Unknown,
-            egress_path: String::new(),
-            exporter_name: String::new(),
-            exporter_site: String::new(),
-            in_if_name: String::new(),
-            out_if_name: String::new(),
+            egress_path: Label::EMPTY,
+            exporter_name: Label::EMPTY,
+            exporter_site: Label::EMPTY,
+            in_if_name: Label::EMPTY,
+            out_if_name: Label::EMPTY,
             in_if_role: InterfaceRole::Unknown,
             out_if_role: InterfaceRole::Unknown,
             in_if_kind: InterfaceKind::None,
             out_if_kind: InterfaceKind::None,
-            in_if_provider: String::new(),
-            out_if_provider: String::new(),
+            in_if_provider: Label::EMPTY,
+            out_if_provider: Label::EMPTY,
             src_internal: 0,
             dst_internal: 0,
-            dst_cloud: String::new(),
+            dst_cloud: Label::EMPTY,
             rtt_client_us: None,
             rtt_server_us: None,
             rtt_app_us: None,

@@ -90,7 +90,7 @@ fn sample_flow(time_received: u32) -> FlowRow {
     flow.out_if_role = InterfaceRole::External;
     flow.in_if_kind = InterfaceKind::None;
     flow.out_if_kind = InterfaceKind::Transit;
-    flow.in_if_provider = String::new();
+    flow.in_if_provider = Default::default();
     flow.out_if_provider = "Transit A".into();
     flow.src_internal = 1;
     flow.dst_internal = 0;

@@ -422,7 +422,7 @@ fn rtt_flow(
 ) -> FlowRow {
     let mut flow = FlowRow::new("192.0.2.1".parse().unwrap(), time, FlowType::Ipfix);
     flow.traffic_direction = TrafficDirection::Outbound;
-    flow.egress_path = path.to_owned();
+    flow.egress_path = path.into();
     flow.bytes = 1_000;
     flow.packets = 10;
     flow.rtt_client_us = client_us;

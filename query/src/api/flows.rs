@@ -25,7 +25,7 @@ use serde::Serialize;
 
 use super::params::{bounded_integer, hex16, protocol, rfc3339, shorten, timestamp, AddressRange, Params};
 use super::{now_seconds, ApiError, ApiState};
-use crate::schema::{from_v6, to_v6, FlowRow, FLOWS_TABLE};
+use crate::schema::{from_v6, to_v6, FlowRow, Label, FLOWS_TABLE};
 
 /// Range searched when neither `from` nor `to` is given (seconds).
 pub const DEFAULT_RANGE: u32 = 15 * 60;
@@ -42,7 +42,7 @@ struct FlowView {
     time_flow_start: String,
     time_flow_end: String,
     exporter_address: IpAddr,
-    exporter_name: String,
+    exporter_name: Label,
     observation_domain: u32,
     flow_type: &'static str,
     sampling_rate: u64,
@@ -57,16 +57,16 @@ struct FlowView {
     scaled_packets: u64,
     in_if: u32,
     out_if: u32,
-    in_if_name: String,
-    out_if_name: String,
+    in_if_name: Label,
+    out_if_name: Label,
     src_as: u32,
     dst_as: u32,
     tcp_flags: u8,
     traffic_direction: &'static str,
-    egress_path: String,
+    egress_path: Label,
     src_internal: bool,
     dst_internal: bool,
-    dst_cloud: String,
+    dst_cloud: Label,
 }
 
 impl From<FlowRow> for FlowView {

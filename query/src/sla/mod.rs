@@ -175,7 +175,7 @@ impl EvalContext {
                     name: if e.name.is_empty() {
                         crate::schema::from_v6(crate::schema::to_v6(e.address)).to_string()
                     } else {
-                        e.name.clone()
+                        e.name.into()
                     },
                 })
                 .collect(),
