@@ -203,6 +203,7 @@ struct RunArgs {
 }
 
 fn main() -> anyhow::Result<()> {
+    tune_allocator();
     let cli = Cli::parse();
     let telemetry = init_tracing(&cli)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -222,6 +223,33 @@ fn main() -> anyhow::Result<()> {
     };
     telemetry.shutdown();
     outcome
+}
+
+/// Fixes glibc's mmap threshold at 4 MiB, so that the collector's large buffers (RowBinary
+/// batches of about 15 MB, spool segments) are mapped on their own and returned to the system
+/// when freed. By default glibc raises the threshold after the first such buffer is freed (up
+/// to 32 MiB) and serves the next ones from its heap, which keeps the high-water mark: at the
+/// ClickHouse sink's limit (0.7 M rows/s here, batches going through the spool) peak RSS was
+/// about 200 MiB with the default and about 90 MiB with this (`GLIBC_TUNABLES=
+/// glibc.malloc.mmap_threshold=4194304` on the same benchmark). The cost is the page faults
+/// of a fresh mapping per batch. Small allocations (rows, chunks, frames) are not affected.
+/// No effect on other C libraries.
+fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        const MMAP_THRESHOLD: libc::c_int = 4 << 20;
+        // Setting one threshold stops glibc adjusting the other, which would fall back to its
+        // 128 KiB default: the heap would then be shrunk and grown again around every freed
+        // chunk of records (about 0.1 cores more at 0.5 M records/s).
+        const TRIM_THRESHOLD: libc::c_int = 32 << 20;
+        // SAFETY: `mallopt` only sets an allocator parameter; it is called before any other
+        // thread exists, and a value it refuses (return 0) leaves the default in place.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
+            libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD);
+        }
+    }
 }
 
 /// Logs to stderr (`--log`, else `RUST_LOG`, else `info`) and, for the long-running

@@ -34,6 +34,7 @@
 //! each collector instance needs its own spool directory. The lock goes with the process, so a
 //! killed collector's spool opens at once on restart, and its segments are replayed first.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
@@ -286,10 +287,10 @@ impl Spool {
     /// `spool.max_bytes` at four batches or more, so this does not happen in practice).
     pub fn append(&mut self, batch: &Batch) -> Result<Evicted> {
         let (kind, rows, payload) = match batch {
-            Batch::Flows(rows) => (1, rows.len(), postcard::to_stdvec(rows)),
-            Batch::EncodedFlows(encoded) => (4, encoded.rows, Ok(encoded.bytes.clone())),
-            Batch::Counters(rows) => (2, rows.len(), postcard::to_stdvec(rows)),
-            Batch::Stats(rows) => (3, rows.len(), postcard::to_stdvec(rows)),
+            Batch::Flows(rows) => (1, rows.len(), postcard::to_stdvec(rows).map(Cow::Owned)),
+            Batch::EncodedFlows(encoded) => (4, encoded.rows, Ok(Cow::Borrowed(encoded.bytes.as_slice()))),
+            Batch::Counters(rows) => (2, rows.len(), postcard::to_stdvec(rows).map(Cow::Owned)),
+            Batch::Stats(rows) => (3, rows.len(), postcard::to_stdvec(rows).map(Cow::Owned)),
         };
         let payload = payload.map_err(|e| SpoolError::Encode(e.to_string()))?;
         let rows = u32::try_from(rows).map_err(|_| SpoolError::Encode("more than 2^32 rows".into()))?;
