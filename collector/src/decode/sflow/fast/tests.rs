@@ -551,6 +551,68 @@ impl Run {
     }
 }
 
+/// Decodes `payload` with both decoders; returns their results.
+fn decode_both(
+    fast: &mut Run,
+    parser: &mut Run,
+    exporter: IpAddr,
+    payload: &[u8],
+) -> (crate::decode::Result<()>, crate::decode::Result<()>) {
+    let decode = |run: &mut Run| {
+        run.out.clear();
+        run.decoder.decode(
+            exporter,
+            1_700_000_000,
+            payload,
+            &mut run.accounting,
+            &mut run.out,
+        )
+    };
+    (decode(fast), decode(parser))
+}
+
+/// The accounting rows of a run, in a stable order.
+fn drained(run: &mut Run) -> Vec<egress_query::schema::ExporterStatsRow> {
+    let mut rows = run.accounting.drain(0);
+    rows.sort_by_key(|row| (row.exporter_address, row.observation_domain));
+    rows
+}
+
+/// Real devices' datagrams (`shared/fixtures/captures/sflow-v5`, read in place), each capture
+/// through both decoders: the same output and accounting.
+#[test]
+fn fast_path_decodes_the_real_captures_as_sflow_parser_does() {
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/captures/sflow-v5");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|error| panic!("{}: {error}", dir.display()))
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "pcap"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no capture in {}", dir.display());
+    let mut flows = 0;
+    for file in files {
+        let (datagrams, _) = crate::capture::read_datagrams(&file).expect("a readable capture");
+        let (mut fast, mut parser) = (Run::new(false), Run::new(true));
+        for (index, datagram) in datagrams.iter().enumerate() {
+            let exporter = datagram.source.ip();
+            let (fast_result, parser_result) =
+                decode_both(&mut fast, &mut parser, exporter, &datagram.payload);
+            let at = format!("{} datagram {index}", file.display());
+            assert_eq!(fast_result, parser_result, "{at}");
+            assert_eq!(fast.out.flows, parser.out.flows, "{at}");
+            assert_eq!(fast.out.counters, parser.out.counters, "{at}");
+            assert_eq!(fast.out.errors, parser.out.errors, "{at}");
+            flows += fast.out.flows.len();
+        }
+        assert_eq!(drained(&mut fast), drained(&mut parser), "{}", file.display());
+        assert_eq!(fast.decoder.export_state(), parser.decoder.export_state());
+    }
+    assert!(flows > 0, "the captures hold flow samples");
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
     /// A stream of datagrams from one exporter: the fast path and the `sflow-parser` path
@@ -562,22 +624,12 @@ proptest! {
         let mut parser = Run::new(true);
         for (index, datagram) in datagrams.iter().enumerate() {
             let payload = encode(datagram);
-            let mut results = Vec::new();
-            for run in [&mut fast, &mut parser] {
-                run.out.clear();
-                let result = run.decoder.decode(exporter, 1_700_000_000, &payload, &mut run.accounting, &mut run.out);
-                results.push(result);
-            }
-            prop_assert_eq!(&results[0], &results[1], "datagram {}", index);
+            let (fast_result, parser_result) = decode_both(&mut fast, &mut parser, exporter, &payload);
+            prop_assert_eq!(fast_result, parser_result, "datagram {}", index);
             prop_assert_eq!(&fast.out.flows, &parser.out.flows, "datagram {}", index);
             prop_assert_eq!(&fast.out.counters, &parser.out.counters, "datagram {}", index);
             prop_assert_eq!(&fast.out.errors, &parser.out.errors, "datagram {}", index);
         }
-        let drained = |run: &mut Run| {
-            let mut rows = run.accounting.drain(0);
-            rows.sort_by_key(|row| row.observation_domain);
-            rows
-        };
         prop_assert_eq!(drained(&mut fast), drained(&mut parser));
         prop_assert_eq!(fast.accounting.missed_while_stopped(), parser.accounting.missed_while_stopped());
         prop_assert_eq!(fast.decoder.export_state(), parser.decoder.export_state());
