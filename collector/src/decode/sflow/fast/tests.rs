@@ -481,6 +481,8 @@ fn record() -> impl Strategy<Value = Record> {
 fn sample() -> impl Strategy<Value = Sample> {
     (
         any::<bool>(),
+        // Few sources and small sequence numbers and drops, so that a stream of datagrams
+        // has gaps, reordering and drops growth for the loss accounting.
         (0u32..12, 0u32..3),
         (0u32..3, 1u32..4),
         prop_oneof![Just(0u32), Just(1), any::<u32>()],
