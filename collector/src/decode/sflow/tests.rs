@@ -685,3 +685,36 @@ fn source_state_survives_a_restore_and_the_downtime_is_not_loss() {
     assert_eq!(stale.decoder.import_state(&exported, day_later), 0);
     assert!(stale.decoder.export_state().is_empty());
 }
+
+/// The hand-built flow samples are handled by the fast path (so the tests above test it), and
+/// a sample `sflow-parser` rejects is left to it, with its error.
+#[test]
+fn fast_path_handles_the_hand_built_samples_and_leaves_bad_ones_to_the_parser() {
+    let body = |datagram: &[u8], at: usize| -> Vec<u8> {
+        let len = u32::from_be_bytes(datagram[at + 4..at + 8].try_into().unwrap()) as usize;
+        datagram[at + 8..at + 8 + len].to_vec()
+    };
+    let handled = |datagram: &[u8], at: usize, expanded: bool| {
+        fast::read_flow_sample(exporter(), 1_700_000_000, 7, expanded, &body(datagram, at))
+    };
+    let (head, record) = handled(&COMPACT_FLOW_VLAN_IPV6_TCP, SAMPLE_AT, false).expect("handled");
+    assert_eq!((head.sequence_number, head.source.source_index), (100, 5));
+    assert_eq!((record.vlan, record.dst_port), (100, 443));
+    const EXPANDED_SAMPLE_AT: usize = 40; // after a datagram header with an IPv6 agent address
+    let (_, record) = handled(&EXPANDED_FLOW_IPV4_RECORDS, EXPANDED_SAMPLE_AT, true).expect("handled");
+    assert_eq!((record.dst_as, record.vlan), (65004, 200));
+    let tcp_info = with_second_flow_record(&extended_tcp_info(23_456));
+    let (_, record) = handled(&tcp_info, SAMPLE_AT, false).expect("handled");
+    assert_eq!(record.rtt_client_us, Some(23_456));
+
+    let bad_protocol = with_word(&COMPACT_FLOW_VLAN_IPV6_TCP, HEADER_PROTOCOL_AT, 99);
+    assert!(handled(&bad_protocol, SAMPLE_AT, false).is_none());
+    let mut run = Run::new();
+    run.decode(&bad_protocol).unwrap();
+    assert_eq!(run.out.errors.len(), 1);
+    assert!(
+        run.out.errors[0].detail.contains("Unknown header protocol: 99"),
+        "sflow-parser's text: {}",
+        run.out.errors[0].detail
+    );
+}
