@@ -50,6 +50,16 @@ use receive::BatchReceiver;
 pub const CHUNK_MAX_WAIT: Duration = Duration::from_millis(100);
 /// How often a blocked receive wakes up to check for shutdown and flush.
 const RECEIVE_TIMEOUT: Duration = Duration::from_millis(50);
+/// After a receive call that found fewer than [`FEW_DATAGRAMS`] queued, the worker waits this
+/// long before the next call, so that datagrams gather and are taken by one call. Without the
+/// pause, a worker that decodes faster than datagrams arrive wakes for every one or two of
+/// them, and the wake-ups (a context switch each) were a fifth of the collector's CPU at 3 M
+/// NetFlow v9 records/s. At most 100 µs of datagrams wait in the socket buffer (at 200 k
+/// datagrams/s, 20 of them: under 50 KB of the 4 MiB buffer), and a call takes up to
+/// [`receive::BATCH_DATAGRAMS`], so the pause bounds wake-ups, not throughput.
+const RECEIVE_PAUSE: Duration = Duration::from_micros(100);
+/// See [`RECEIVE_PAUSE`].
+const FEW_DATAGRAMS: usize = 16;
 
 /// Errors setting up the listeners.
 #[derive(Debug, thiserror::Error)]
@@ -327,6 +337,9 @@ impl Worker {
                 || (!chunk.is_empty() && chunk_started.elapsed() >= CHUNK_MAX_WAIT)
             {
                 hand_on(&output, &mut chunk, chunk_records, &metrics);
+            }
+            if count > 0 && count < FEW_DATAGRAMS {
+                std::thread::sleep(RECEIVE_PAUSE);
             }
         }
         drain_stats(&mut decoder, &metrics, &mut chunk, stats_bucket * interval_secs);
