@@ -728,31 +728,51 @@ impl FlowRecordBuilder {
 
     /// `sampled_ipv4` (0:3).
     fn sampled_ipv4(&mut self, ipv4: &SampledIpv4) {
-        self.record.bytes = u64::from(ipv4.length);
-        self.from_record = Some(header::NetworkFields {
-            src_addr: IpAddr::V4(ipv4.src_ip),
-            dst_addr: IpAddr::V4(ipv4.dst_ip),
-            etype: header::ETYPE_IPV4,
-            proto: u8::try_from(ipv4.protocol).unwrap_or(0),
-            tos: u8::try_from(ipv4.tos).unwrap_or(0),
-            src_port: u16::try_from(ipv4.src_port).unwrap_or(0),
-            dst_port: u16::try_from(ipv4.dst_port).unwrap_or(0),
-            tcp_flags: u8::try_from(ipv4.tcp_flags).unwrap_or(0),
-        });
+        let addresses = (IpAddr::V4(ipv4.src_ip), IpAddr::V4(ipv4.dst_ip));
+        let words = [
+            ipv4.protocol,
+            ipv4.tos,
+            ipv4.src_port,
+            ipv4.dst_port,
+            ipv4.tcp_flags,
+        ];
+        self.sampled_ip(ipv4.length, addresses, header::ETYPE_IPV4, words);
     }
 
     /// `sampled_ipv6` (0:4).
     fn sampled_ipv6(&mut self, ipv6: &SampledIpv6) {
-        self.record.bytes = u64::from(ipv6.length);
+        let addresses = (IpAddr::V6(ipv6.src_ip), IpAddr::V6(ipv6.dst_ip));
+        let words = [
+            ipv6.protocol,
+            ipv6.priority,
+            ipv6.src_port,
+            ipv6.dst_port,
+            ipv6.tcp_flags,
+        ];
+        self.sampled_ip(ipv6.length, addresses, header::ETYPE_IPV6, words);
+    }
+
+    /// What `sampled_ipv4` and `sampled_ipv6` share: the packet length, and the network fields
+    /// from the record's 32-bit words (protocol, ToS or priority, ports, TCP flags), each 0 when
+    /// it does not fit its column.
+    fn sampled_ip(
+        &mut self,
+        length: u32,
+        (src_addr, dst_addr): (IpAddr, IpAddr),
+        etype: u16,
+        words: [u32; 5],
+    ) {
+        let [proto, tos, src_port, dst_port, tcp_flags] = words;
+        self.record.bytes = u64::from(length);
         self.from_record = Some(header::NetworkFields {
-            src_addr: IpAddr::V6(ipv6.src_ip),
-            dst_addr: IpAddr::V6(ipv6.dst_ip),
-            etype: header::ETYPE_IPV6,
-            proto: u8::try_from(ipv6.protocol).unwrap_or(0),
-            tos: u8::try_from(ipv6.priority).unwrap_or(0),
-            src_port: u16::try_from(ipv6.src_port).unwrap_or(0),
-            dst_port: u16::try_from(ipv6.dst_port).unwrap_or(0),
-            tcp_flags: u8::try_from(ipv6.tcp_flags).unwrap_or(0),
+            src_addr,
+            dst_addr,
+            etype,
+            proto: u8::try_from(proto).unwrap_or(0),
+            tos: u8::try_from(tos).unwrap_or(0),
+            src_port: u16::try_from(src_port).unwrap_or(0),
+            dst_port: u16::try_from(dst_port).unwrap_or(0),
+            tcp_flags: u8::try_from(tcp_flags).unwrap_or(0),
         });
     }
 
