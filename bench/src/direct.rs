@@ -1,7 +1,9 @@
 //! Direct ClickHouse ingest: the reference for the ClickHouse sink. The rows Egress stored are
 //! read back as RowBinary (`SELECT * FROM flows LIMIT N FORMAT RowBinary`) and posted again,
-//! batch after batch over HTTP, into a table of the same structure; rows per second is what the
-//! same server ingests with no collector in front of it.
+//! batch after batch over HTTP, into `flows` of a second database built by Egress's own
+//! migrations (`egress_bench_direct`), so the server does for them all it does for Egress's
+//! inserts, the materialized views of the rollups included; rows per second is what the same
+//! server ingests with no collector in front of it.
 //!
 //! One HTTP request per batch, one after another, like Egress's single sink writer; the body is
 //! not compressed (Egress compresses with LZ4), so this measures the server, not the network.
@@ -26,8 +28,12 @@ impl DirectIngest {
     }
 }
 
-/// Reads up to `batch_rows` rows of `database.flows` and inserts them into
-/// `database.flows_direct` (created like `flows`) repeatedly for `duration`.
+/// The database direct ingest writes to.
+const DIRECT_DATABASE: &str = "egress_bench_direct";
+
+/// Reads up to `batch_rows` rows of `database.flows` and inserts them into `flows` of a fresh
+/// [`DIRECT_DATABASE`] (Egress's migrations, as `egress collector` applies them) repeatedly for
+/// `duration`.
 pub fn measure(http_port: u16, database: &str, batch_rows: u64, duration: Duration) -> Result<DirectIngest> {
     let (status, count) = http_post(
         http_port,
@@ -53,16 +59,13 @@ pub fn measure(http_port: u16, database: &str, batch_rows: u64, duration: Durati
     if status != 200 {
         bail!("reading flows as RowBinary: {}", String::from_utf8_lossy(&body));
     }
-    for sql in [
-        format!("DROP TABLE IF EXISTS {database}.flows_direct"),
-        format!("CREATE TABLE {database}.flows_direct AS {database}.flows"),
-    ] {
-        let (status, answer) = http_post(http_port, "/", sql.as_bytes())?;
-        if status != 200 {
-            bail!("{sql}: {}", String::from_utf8_lossy(&answer));
-        }
+    let drop = format!("DROP DATABASE IF EXISTS {DIRECT_DATABASE}");
+    let (status, answer) = http_post(http_port, "/", drop.as_bytes())?;
+    if status != 200 {
+        bail!("{drop}: {}", String::from_utf8_lossy(&answer));
     }
-    let insert = format!("/?query=INSERT%20INTO%20{database}.flows_direct%20FORMAT%20RowBinary");
+    migrate(http_port)?;
+    let insert = format!("/?query=INSERT%20INTO%20{DIRECT_DATABASE}.flows%20FORMAT%20RowBinary");
     let start = Instant::now();
     let mut batches = 0u64;
     while batches == 0 || start.elapsed() < duration {
@@ -73,15 +76,30 @@ pub fn measure(http_port: u16, database: &str, batch_rows: u64, duration: Durati
         batches += 1;
     }
     let elapsed = start.elapsed();
-    let (_, _) = http_post(
-        http_port,
-        "/",
-        format!("DROP TABLE IF EXISTS {database}.flows_direct").as_bytes(),
-    )?;
+    let (_, _) = http_post(http_port, "/", drop.as_bytes())?;
     Ok(DirectIngest {
         rows: rows * batches,
         batches,
         elapsed,
+    })
+}
+
+/// Applies Egress's migrations to [`DIRECT_DATABASE`] on the server at `http_port`.
+fn migrate(http_port: u16) -> Result<()> {
+    use egress_query::connection::{self, ClickHouseConfig};
+    let config = ClickHouseConfig {
+        url: format!("http://127.0.0.1:{http_port}"),
+        database: DIRECT_DATABASE.to_owned(),
+        ..ClickHouseConfig::default()
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let client = connection::client(&config)?;
+        let version = connection::server_version(&client).await?;
+        egress_query::migrate::migrate(&client, &config, &version).await?;
+        Ok(())
     })
 }
 

@@ -345,7 +345,7 @@ pub fn render(report: &BenchReport) -> String {
     if let Some(direct) = &report.direct {
         let _ = writeln!(
             text,
-            "\ndirect ClickHouse ingest (RowBinary over HTTP, {} rows per insert, one at a time): {:.0} rows/s",
+            "\ndirect ClickHouse ingest (RowBinary over HTTP, {} rows per insert, one at a time, into flows with its rollup views): {:.0} rows/s",
             DIRECT_BATCH_ROWS,
             direct.rows_per_second()
         );

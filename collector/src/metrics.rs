@@ -109,6 +109,10 @@ pub struct Metrics {
     pub insert_failures: Counter,
     /// Flow records written to the disk spool (each counted once, when spooled).
     pub records_spooled: Counter,
+    /// Flow records of insert attempts that failed after reaching ClickHouse (the connection
+    /// broke or timed out mid-insert): the server may have stored them, and the retry may store
+    /// them a second time (see `SinkError::may_have_been_stored`).
+    pub records_insert_uncertain: Counter,
     /// Bytes of batches waiting in the disk spool.
     pub spool_bytes: Gauge,
     /// Batches waiting in the disk spool.
@@ -148,6 +152,7 @@ impl Metrics {
         let insert_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 16));
         let insert_failures = Counter::default();
         let records_spooled = Counter::default();
+        let records_insert_uncertain = Counter::default();
         let spool_bytes = Gauge::default();
         let spool_batches = Gauge::default();
         let spool_corrupt_segments = Counter::default();
@@ -155,6 +160,11 @@ impl Metrics {
             "egress_records_spooled",
             "Flow records written to the disk spool while ClickHouse was down or slow",
             records_spooled.clone(),
+        );
+        registry.register(
+            "egress_records_insert_uncertain",
+            "Flow records of inserts that failed after reaching ClickHouse (connection broken or timed out mid-insert); they are retried, and a server without insert deduplication (ClickHouse before 20.6) may then hold them twice",
+            records_insert_uncertain.clone(),
         );
         registry.register(
             "egress_spool_bytes",
@@ -303,6 +313,7 @@ impl Metrics {
             insert_seconds,
             insert_failures,
             records_spooled,
+            records_insert_uncertain,
             spool_bytes,
             spool_batches,
             spool_corrupt_segments,

@@ -161,9 +161,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     ));
     let (schema_ready_tx, schema_ready_rx) = tokio::sync::watch::channel(false);
     let schema = match &sink {
-        Sink::ClickHouse(_) => Some(tokio::spawn(maintain_schema(
+        Sink::ClickHouse(clickhouse) => Some(tokio::spawn(maintain_schema(
             config.clone(),
             schema_ready_tx,
+            clickhouse.deduplication_switch(),
             side_tasks.clone(),
         ))),
         Sink::Null => None,
@@ -298,9 +299,15 @@ async fn poll_kernel_drops(sockets: Vec<std::net::UdpSocket>, metrics: Metrics, 
 }
 
 /// Applies the migrations (retrying while ClickHouse is unreachable; the writer holds its
-/// batches until `ready` says the schema is there), then, on servers without TTL, drops expired
-/// partitions every hour.
-async fn maintain_schema(config: Config, ready: tokio::sync::watch::Sender<bool>, stop: CancellationToken) {
+/// batches until `ready` says the schema is there, and learns from `deduplicates` whether the
+/// server deduplicates inserts), then, on servers without TTL, drops expired partitions every
+/// hour.
+async fn maintain_schema(
+    config: Config,
+    ready: tokio::sync::watch::Sender<bool>,
+    deduplicates: Arc<std::sync::atomic::AtomicBool>,
+    stop: CancellationToken,
+) {
     let client = match egress_query::connection::client(&config.clickhouse) {
         Ok(client) => client,
         Err(error) => {
@@ -321,6 +328,10 @@ async fn maintain_schema(config: Config, ready: tokio::sync::watch::Sender<bool>
         };
         match attempt.await {
             Ok(version) => {
+                deduplicates.store(
+                    version.has_insert_deduplication(),
+                    std::sync::atomic::Ordering::Relaxed,
+                );
                 let _ = ready.send(true);
                 break version;
             }

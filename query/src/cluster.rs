@@ -81,10 +81,13 @@ impl ClusterDdl {
         }
         if let Some(rest) = statement.strip_prefix(&format!("ALTER TABLE {db}.")) {
             let (table, action) = rest.split_once(' ').unwrap_or((rest, ""));
-            return vec![
-                format!("ALTER TABLE {db}.{table}{LOCAL_SUFFIX}{on} {action}"),
-                format!("ALTER TABLE {db}.{table}{on} {action}"),
-            ];
+            let local = format!("ALTER TABLE {db}.{table}{LOCAL_SUFFIX}{on} {action}");
+            // Storage settings belong to the table that stores rows; a Distributed table has
+            // none of MergeTree's.
+            if action.starts_with("MODIFY SETTING ") {
+                return vec![local];
+            }
+            return vec![local, format!("ALTER TABLE {db}.{table}{on} {action}")];
         }
         vec![statement.to_owned()]
     }
@@ -280,5 +283,15 @@ mod tests {
                 "{out:?}"
             );
         }
+    }
+
+    #[test]
+    fn storage_settings_go_to_the_local_table_only() {
+        let out = ddl(false, true)
+            .rewrite("ALTER TABLE egress.flows MODIFY SETTING non_replicated_deduplication_window = 1000");
+        assert_eq!(
+            out,
+            vec!["ALTER TABLE egress.flows_local ON CLUSTER edge MODIFY SETTING non_replicated_deduplication_window = 1000"]
+        );
     }
 }

@@ -322,6 +322,13 @@ impl ServerVersion {
         self.at_least(18, 1)
     }
 
+    /// Insert deduplication on non-replicated `MergeTree` tables (the table setting
+    /// `non_replicated_deduplication_window`): it came in the 20.x series; Egress enables it from
+    /// 21.1, the oldest release it relies on for it. 18.16 has none.
+    pub fn has_insert_deduplication(&self) -> bool {
+        self.at_least(21, 1)
+    }
+
     /// `LowCardinality(T)` without the experimental setting: 19.1 and later. Egress does not use
     /// it yet; it is here so that a later migration can.
     pub fn has_low_cardinality(&self) -> bool {

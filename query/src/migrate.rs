@@ -592,6 +592,63 @@ fn add_flow_columns_statements(
     statements
 }
 
+/// Inserted blocks each table fed by `flows` inserts remembers for deduplication (see
+/// [`deduplicate_flow_inserts`]). At a few inserts a second per collector, a thousand blocks
+/// cover minutes of retries.
+pub const FLOW_DEDUPLICATION_WINDOW: u32 = 1000;
+
+/// The number of the migration that turns deduplication on: after every table it touches
+/// exists (rollups are numbered from 100, probes and latency from 200).
+pub const DEDUPLICATION_MIGRATION: u32 = 300;
+
+/// The tables one `flows` insert writes: `flows` and the targets of the materialized views on
+/// it (the minute rollups and the latency minutes).
+pub fn tables_fed_by_flow_inserts() -> Vec<&'static str> {
+    let mut tables = vec![FLOWS_TABLE];
+    tables.extend(
+        crate::rollups::rollups()
+            .iter()
+            .map(|rollup| rollup.table(crate::rollups::Granularity::Minute)),
+    );
+    tables.push(crate::rollups::latency::LATENCY_TABLE);
+    tables
+}
+
+/// On servers with insert deduplication, every table a `flows` insert writes remembers the
+/// checksums of its last [`FLOW_DEDUPLICATION_WINDOW`] inserted blocks and ignores a block it
+/// has already stored; the collector sends its flow inserts with
+/// `deduplicate_blocks_in_dependent_materialized_views = 1` there, so that the rollups skip the
+/// block too (current servers push a block `flows` skipped to the views otherwise; the chdb
+/// check `tests/chdb/check_rollups.py` shows both).
+///
+/// Why: the collector retries an insert whose connection broke or timed out mid-insert, and
+/// the server may have stored it before the connection went (a server stopped during an insert
+/// does that). The retry, and a replay of the same batch from the spool, sends the very same
+/// bytes, so the server recognises the block and stores it once. The cost: two batches identical
+/// byte for byte (every column, including the second of arrival) within the window are stored
+/// once, which real traffic does not produce.
+///
+/// On 18.16 (no such setting) this migration is empty and such a retry can store a batch twice;
+/// the collector counts the rows of such attempts in `egress_records_insert_uncertain_total`. A
+/// database created on such a server and later upgraded keeps the empty migration: apply these
+/// statements by hand (`egress migrate --print-ddl <version>` prints them). In cluster mode
+/// the setting goes to the local tables only (see [`crate::cluster`]); a retry through the
+/// Distributed table shards the rows afresh, so it is not deduplicated there.
+fn deduplicate_flow_inserts(version: &ServerVersion, config: &ClickHouseConfig) -> Vec<String> {
+    if !version.has_insert_deduplication() {
+        return Vec::new();
+    }
+    tables_fed_by_flow_inserts()
+        .into_iter()
+        .map(|table| {
+            format!(
+                "ALTER TABLE {}.{table} MODIFY SETTING non_replicated_deduplication_window = {FLOW_DEDUPLICATION_WINDOW}",
+                config.database
+            )
+        })
+        .collect()
+}
+
 /// The migrations for `version`, in order. The first creates the database.
 pub fn ddl(version: &ServerVersion, config: &ClickHouseConfig) -> Vec<Migration> {
     let mut migrations = vec![Migration {
@@ -633,6 +690,11 @@ pub fn ddl(version: &ServerVersion, config: &ClickHouseConfig) -> Vec<Migration>
     // Probes are numbered from 200.
     migrations.extend(crate::probes::probe_migrations(version, config));
     migrations.extend(crate::rollups::latency::latency_migrations(version, config));
+    migrations.push(Migration {
+        version: DEDUPLICATION_MIGRATION,
+        name: "deduplicate_flow_inserts",
+        statements: deduplicate_flow_inserts(version, config),
+    });
     migrations
 }
 
@@ -902,13 +964,32 @@ mod tests {
     fn migrations_are_numbered_in_order_and_named() {
         let migrations = ddl(&CURRENT, &config_with(30));
         let versions: Vec<u32> = migrations.iter().map(|m| m.version).collect();
-        assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7, 8, 100, 101, 102, 200, 201]);
+        assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7, 8, 100, 101, 102, 200, 201, 300]);
         assert_eq!(migrations[1].name, "create_flows");
         assert_eq!(migrations[3].name, "create_interface_counters");
         assert_eq!(migrations[4].name, "add_flow_classification");
         assert_eq!(migrations[5].name, "create_sla_results");
         assert_eq!(migrations[6].name, "create_alert_deliveries");
         assert_eq!(migrations[7].name, "add_flow_rtt");
+        assert_eq!(migrations[13].name, "deduplicate_flow_inserts");
+    }
+
+    #[test]
+    fn only_servers_with_insert_deduplication_get_the_flows_window() {
+        let config = config_with(30);
+        let last = |version| ddl(version, &config).pop().expect("migrations");
+        assert_eq!(last(&OLD).statements, Vec::<String>::new());
+        assert_eq!(
+            last(&CURRENT).statements,
+            [
+                "ALTER TABLE egress.flows MODIFY SETTING non_replicated_deduplication_window = 1000",
+                "ALTER TABLE egress.flows_1m_path MODIFY SETTING non_replicated_deduplication_window = 1000",
+                "ALTER TABLE egress.flows_1m_src_host MODIFY SETTING non_replicated_deduplication_window = 1000",
+                "ALTER TABLE egress.flows_1m_dst_as MODIFY SETTING non_replicated_deduplication_window = 1000",
+                "ALTER TABLE egress.latency_1m MODIFY SETTING non_replicated_deduplication_window = 1000",
+            ]
+        );
+        assert!(!ServerVersion::new(20, 3, 0).has_insert_deduplication());
     }
 
     #[test]

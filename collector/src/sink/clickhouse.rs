@@ -8,6 +8,8 @@
 //! failed attempt inserts nothing for a batch within one day, which keeps retries free of
 //! duplicates in the normal case.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use clickhouse::error::Error as ClientError;
@@ -76,6 +78,20 @@ impl SinkError {
         }
     }
 
+    /// True when the server may have stored the rows although the attempt failed: the
+    /// connection broke, or no answer came in time, after it was made. A server stopped during
+    /// an insert can commit it and close the connection before answering. The writer retries
+    /// such a batch like any other; the retry is deduplicated on servers with insert
+    /// deduplication (see `egress_query::migrate`), and may store the rows twice on others.
+    /// False when the server answered (it names what it did not do) or was never reached.
+    pub fn may_have_been_stored(&self) -> bool {
+        match self {
+            Self::Unreachable { source, .. } => !never_connected(source),
+            Self::TimedOut { .. } => true,
+            Self::Server { .. } | Self::Client { .. } => false,
+        }
+    }
+
     /// The table the insert was for.
     pub fn table(&self) -> &str {
         match self {
@@ -101,6 +117,27 @@ impl SinkError {
             _ => Self::Client { table, source: error },
         }
     }
+}
+
+/// True when the error's chain holds the refusal or failure of the connection itself: no
+/// byte of the insert reached a server.
+fn never_connected(error: &ClientError) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(current) = source {
+        if let Some(io) = current.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionRefused
+                    | std::io::ErrorKind::AddrNotAvailable
+                    | std::io::ErrorKind::HostUnreachable
+                    | std::io::ErrorKind::NetworkUnreachable
+            ) {
+                return true;
+            }
+        }
+        source = current.source();
+    }
+    false
 }
 
 /// The `NNN` of `Code: NNN` at the start of a ClickHouse error answer. Both server generations
@@ -139,6 +176,9 @@ fn is_transient_code(code: u32) -> bool {
 pub struct ClickHouseSink {
     client: Client,
     insert_timeout: Duration,
+    /// Set once the server is known to deduplicate inserts (see
+    /// [`ClickHouseSink::deduplication_switch`]).
+    deduplicates: Arc<AtomicBool>,
 }
 
 impl ClickHouseSink {
@@ -148,7 +188,18 @@ impl ClickHouseSink {
         Self {
             client,
             insert_timeout: DEFAULT_INSERT_TIMEOUT,
+            deduplicates: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// The switch that says the server deduplicates inserts (`ServerVersion::
+    /// has_insert_deduplication`; whoever learns the version sets it, before the first insert).
+    /// Once set, flow inserts carry `deduplicate_blocks_in_dependent_materialized_views = 1`, so
+    /// that a retried block the server already holds is skipped by the rollup views as by
+    /// `flows` (`egress_query::migrate::tables_fed_by_flow_inserts`). 18.16 does not know the
+    /// setting, hence the switch.
+    pub fn deduplication_switch(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.deduplicates)
     }
 
     /// Sets how long one insert may take (`clickhouse.insert_timeout_seconds`).
@@ -206,9 +257,14 @@ impl ClickHouseSink {
             .iter()
             .map(|column| format!("`{column}`"))
             .collect();
+        let settings = if self.deduplicates.load(Ordering::Relaxed) {
+            " SETTINGS deduplicate_blocks_in_dependent_materialized_views = 1"
+        } else {
+            ""
+        };
         self.client
             .insert_formatted_with(format!(
-                "INSERT INTO {table} ({}) FORMAT RowBinary",
+                "INSERT INTO {table} ({}){settings} FORMAT RowBinary",
                 columns.join(", ")
             ))
             .with_timeouts(Some(self.insert_timeout), Some(self.insert_timeout))
@@ -349,6 +405,44 @@ mod tests {
         assert!(server("502 Bad Gateway").is_retryable());
         assert!(!server("400 Bad Request").is_retryable());
         assert_eq!(server("x").table(), "flows");
+    }
+
+    /// An insert of two rows to `url` with a 5-s timeout; the error it ends with.
+    async fn failed_insert(url: &str) -> SinkError {
+        let client = Client::default().with_url(url).with_validation(false);
+        let sink = ClickHouseSink::new(client).with_insert_timeout(Duration::from_secs(5));
+        sink.insert_flows("flows", &Rows::from(every_column()))
+            .await
+            .expect_err("no server answers")
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_stored_nothing_a_broken_one_may_have() {
+        // Nobody listens: refused before a byte was sent.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let refused = failed_insert(&format!("http://127.0.0.1:{port}")).await;
+        assert!(refused.is_retryable(), "{refused}");
+        assert!(!refused.may_have_been_stored(), "{refused:?}");
+
+        // A server that reads the request and hangs up without answering, as a ClickHouse
+        // stopped mid-insert can after committing it.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("address"));
+        let hang_up = tokio::spawn(async move {
+            use tokio::io::AsyncReadExt;
+            let (mut socket, _) = listener.accept().await.expect("accept");
+            let mut buffer = vec![0u8; 64 * 1024];
+            let _ = socket.read(&mut buffer).await;
+        });
+        let broken = failed_insert(&url).await;
+        hang_up.await.expect("server");
+        assert!(broken.is_retryable(), "{broken}");
+        assert!(broken.may_have_been_stored(), "{broken:?}");
+        assert!(SinkError::from_client("flows", ClientError::TimedOut).may_have_been_stored());
+        assert!(!server("Code: 252. DB::Exception: Too many parts (300).").may_have_been_stored());
     }
 
     #[test]

@@ -141,6 +141,9 @@ impl SinkWriter {
                 span.record("error", field::display(err));
                 span.record("otel.status_code", "error");
                 self.metrics.insert_failures.inc();
+                if err.may_have_been_stored() && matches!(batch, Batch::Flows(_) | Batch::EncodedFlows(_)) {
+                    self.metrics.records_insert_uncertain.inc_by(batch.len() as u64);
+                }
                 if !err.is_retryable() {
                     error!(rows = batch.len(), error = %err, "batch rejected by ClickHouse; rows dropped");
                     self.count_dropped(batch, DropReason::SinkRejected);
