@@ -109,7 +109,34 @@ impl Accounting {
         sequence: Option<(SequenceKind, u32)>,
         records: u64,
     ) -> u64 {
+        self.templated_datagram(
+            exporter,
+            domain,
+            flow_type,
+            time_received,
+            sequence,
+            records,
+            None,
+        )
+    }
+
+    /// [`Accounting::datagram`] that also sets the number of templates known for
+    /// `exporter`/`domain` (NetFlow v9 and IPFIX), in the same lookup of the counters.
+    #[allow(clippy::too_many_arguments)]
+    pub fn templated_datagram(
+        &mut self,
+        exporter: IpAddr,
+        domain: u32,
+        flow_type: FlowType,
+        time_received: u32,
+        sequence: Option<(SequenceKind, u32)>,
+        records: u64,
+        templates_known: Option<u32>,
+    ) -> u64 {
         let counters = self.entry(exporter, domain, flow_type);
+        if let Some(known) = templates_known {
+            counters.templates_known = known;
+        }
         counters.datagrams += 1;
         counters.records += records;
         counters.last_seen = time_received;
@@ -222,11 +249,6 @@ impl Accounting {
             .errors
             .entry(kind)
             .or_default() += 1;
-    }
-
-    /// Sets the number of templates known for `exporter`/`domain`.
-    pub fn templates(&mut self, exporter: IpAddr, domain: u32, flow_type: FlowType, known: u32) {
-        self.entry(exporter, domain, flow_type).templates_known = known;
     }
 
     /// Iterates over the current counters (for `egress decode`'s summary).

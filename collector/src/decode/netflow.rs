@@ -42,6 +42,7 @@ mod record;
 pub(crate) mod tests;
 
 use crate::FastMap;
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;
 
@@ -769,6 +770,9 @@ impl NetflowDecoder {
 
         let errors_before = out.errors.len();
         let mut data_records = 0u64;
+        // The scope's template count as the last data set found it, unless a template set
+        // came after (one scope lookup per datagram less in the common case).
+        let mut templates_known: Option<usize> = None;
         let mut at = 0usize;
         while body.len() - at >= SET_HEADER_LEN {
             let offset = header_len + at;
@@ -806,6 +810,7 @@ impl NetflowDecoder {
             let set_body = &set[SET_HEADER_LEN..];
             match (protocol, set_id) {
                 (FlowTypeKey::Netflow9, 0 | 1) | (FlowTypeKey::Ipfix, 2 | 3) => {
+                    templates_known = None;
                     match self.read_templates(protocol, set) {
                         Ok(templates) => {
                             for (template_id, template_fields, is_options) in templates {
@@ -821,17 +826,18 @@ impl NetflowDecoder {
                 }
                 (_, 0..=255) => {} // Reserved set ids: skipped (RFC 3954 §5.2, RFC 7011 §3.3.2).
                 (_, template_id) => {
-                    let known = self.template(scope, template_id, time_received).is_some();
-                    if known {
-                        data_records += self.decode_data_set(
-                            scope,
-                            template_id,
-                            header,
-                            time_received,
-                            set_body,
-                            offset,
-                            out,
-                        );
+                    let decoded = self.decode_data_set(
+                        scope,
+                        template_id,
+                        header,
+                        time_received,
+                        set_body,
+                        offset,
+                        out,
+                    );
+                    if let Some((records, templates)) = decoded {
+                        data_records += records;
+                        templates_known = Some(templates);
                     } else {
                         self.hold(
                             HeldSet {
@@ -857,23 +863,20 @@ impl NetflowDecoder {
             FlowTypeKey::Netflow9 => SequenceKind::Datagrams,
             FlowTypeKey::Ipfix => SequenceKind::Records,
         };
-        accounting.datagram(
+        let known = templates_known.unwrap_or_else(|| {
+            self.scopes.get_mut(&scope).map_or(0, |state| {
+                state.last_active = time_received;
+                state.templates.len()
+            })
+        });
+        accounting.templated_datagram(
             exporter,
             domain,
             flow_type,
             time_received,
             Some((sequence_kind, sequence)),
             data_records,
-        );
-        let known = self.scopes.get_mut(&scope).map_or(0, |state| {
-            state.last_active = time_received;
-            state.templates.len()
-        });
-        accounting.templates(
-            exporter,
-            domain,
-            flow_type,
-            u32::try_from(known).unwrap_or(u32::MAX),
+            Some(u32::try_from(known).unwrap_or(u32::MAX)),
         );
         Ok(())
     }
@@ -1034,20 +1037,6 @@ impl NetflowDecoder {
             .insert(template_id, Template::new(fields, is_options, now));
     }
 
-    /// The template `template_id` of `scope`, unless it has expired (then it is forgotten).
-    fn template(&mut self, scope: ScopeKey, template_id: u16, now: u32) -> Option<&Template> {
-        let ttl = self.config.template_ttl_seconds;
-        let state = self.scopes.get_mut(&scope)?;
-        let expired = state
-            .templates
-            .get(&template_id)
-            .is_some_and(|t| ttl > 0 && u64::from(now) > u64::from(t.refreshed) + ttl);
-        if expired {
-            state.templates.remove(&template_id);
-        }
-        state.templates.get(&template_id)
-    }
-
     /// Drops held sets older than `held_set_ttl_seconds` (counted as missing templates) and,
     /// once a minute of `time_received`, templates past their TTL.
     fn expire(&mut self, exporter: IpAddr, now: u32, accounting: &mut Accounting, out: &mut DecodeOutput) {
@@ -1145,8 +1134,11 @@ impl NetflowDecoder {
         }
     }
 
-    /// Decodes the records of one data set whose template is known; returns how many data
-    /// records (flow or options) it held. Problems go to `out.errors` (not yet counted).
+    /// Decodes the records of one data set; returns how many data records (flow or options)
+    /// it held and how many templates the scope knows, or `None` when the template is unknown
+    /// or has expired (`template_ttl_seconds` since its last refresh; then it is forgotten). Marks the
+    /// scope active. Problems go to `out.errors` (not yet counted). One scope and one template
+    /// lookup per set: this runs for nearly every datagram.
     #[allow(clippy::too_many_arguments)]
     fn decode_data_set(
         &mut self,
@@ -1157,18 +1149,54 @@ impl NetflowDecoder {
         body: &[u8],
         offset: usize,
         out: &mut DecodeOutput,
-    ) -> u64 {
-        let Some(ScopeState {
+    ) -> Option<(u64, usize)> {
+        let ttl = self.config.template_ttl_seconds;
+        let ScopeState {
             templates,
             sampling: samplers,
-            ..
-        }) = self.scopes.get_mut(&scope)
-        else {
-            return 0;
+            last_active,
+        } = self.scopes.get_mut(&scope)?;
+        *last_active = time_received;
+        let known = templates.len();
+        let template = match templates.entry(template_id) {
+            Entry::Occupied(entry)
+                if ttl > 0 && u64::from(time_received) > u64::from(entry.get().refreshed) + ttl =>
+            {
+                entry.remove();
+                return None;
+            }
+            Entry::Occupied(entry) => entry.into_mut(),
+            Entry::Vacant(_) => return None,
         };
-        let Some(template) = templates.get(&template_id) else {
-            return 0;
-        };
+        Some((
+            Self::decode_records(
+                template,
+                samplers,
+                scope,
+                template_id,
+                header,
+                time_received,
+                body,
+                offset,
+                out,
+            ),
+            known,
+        ))
+    }
+
+    /// The records of one data set of `template` (see [`NetflowDecoder::decode_data_set`]).
+    #[allow(clippy::too_many_arguments)]
+    fn decode_records(
+        template: &Template,
+        samplers: &mut SamplerTable,
+        scope: ScopeKey,
+        template_id: u16,
+        header: MessageHeader,
+        time_received: u32,
+        body: &[u8],
+        offset: usize,
+        out: &mut DecodeOutput,
+    ) -> u64 {
         if template.min_record_len == 0 {
             out.errors.push(error(
                 DecodeErrorKind::InvalidTemplate,
