@@ -215,16 +215,25 @@ impl SinkWriter {
         }
     }
 
-    /// With a spool (see [`crate::spool`]): a batch is inserted directly only while the spool
-    /// is empty and the schema is ready; otherwise, or when that insert fails with a retryable
+    /// With a spool (see [`crate::spool`]): a batch is inserted directly once the schema is
+    /// ready and no retry is pending; otherwise, or when that insert fails with a retryable
     /// error, it is appended to the spool. The spool is replayed oldest first, one batch per
-    /// insert, with the exponential backoff of `batch.retry_*` after a failure.
+    /// insert, whenever no fresh batch is waiting, with the exponential backoff of
+    /// `batch.retry_*` after a failure.
     ///
     /// The input keeps moving during every insert, however long ClickHouse takes: the first
     /// batch that arrives meanwhile waits in memory and is inserted next, any further one goes
     /// to the spool. So a slow server fills the spool, not the queues in front of it (which
     /// would drop records once full). Batches are therefore not always inserted in the order
     /// they were closed; nothing in the schema depends on that order.
+    ///
+    /// Fresh batches go before the spool's: after one slow insert, only the batches that
+    /// arrived meanwhile take the trip through the disk (written, synced, read back), and the
+    /// spool drains in the gaps between fresh batches. Were fresh batches queued behind a
+    /// non-empty spool, every batch after a slow insert would take that trip until the spool
+    /// emptied, costing CPU and disk the server needs to catch up. Dashboards and SLA
+    /// evaluation see the present first, and the backlog fills in behind it (the rollups'
+    /// hour closing recomputes an hour whose late rows arrive, see `egress_query::rollups`).
     ///
     /// At shutdown, replay goes on for at most `batch.shutdown_timeout_seconds`; what is left
     /// stays on disk for the next start (nothing is dropped).
@@ -274,9 +283,10 @@ impl SinkWriter {
                 continue;
             }
             if is_ready && !spool.is_empty() && retry_due {
-                // Whatever arrived goes behind.
-                while let Ok(batch) = input.try_recv() {
-                    self.spool_or_retry(&mut spool, batch, &shutdown).await;
+                // A fresh batch goes first; the spool is replayed when none is waiting.
+                if let Ok(batch) = input.try_recv() {
+                    next = Some(batch);
+                    continue;
                 }
                 match self
                     .replay_one(&mut spool, &mut input, &mut input_open, &mut next, &shutdown)
@@ -299,7 +309,7 @@ impl SinkWriter {
             tokio::select! {
                 batch = input.recv() => {
                     let Some(batch) = batch else { break };
-                    if !is_ready || !spool.is_empty() || !retry_due {
+                    if !is_ready || !retry_due {
                         self.spool_or_retry(&mut spool, batch, &shutdown).await;
                     } else {
                         next = Some(batch);
