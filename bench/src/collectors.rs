@@ -127,6 +127,8 @@ pub struct CollectorEnv {
     pub egress: PathBuf,
     /// ClickHouse HTTP URL for `egress-clickhouse`.
     pub clickhouse_url: Option<String>,
+    /// That server's process id, for its share of the CPU.
+    pub clickhouse_pid: Option<u32>,
     /// Database Egress writes to.
     pub database: String,
     /// Extra `--set KEY=VALUE` for Egress (for example `collector.workers=2`).

@@ -20,11 +20,19 @@ pub struct DirectIngest {
     pub rows: u64,
     pub batches: u64,
     pub elapsed: Duration,
+    /// CPU seconds of the server over `elapsed`, when its process id was known.
+    pub server_cpu_seconds: Option<f64>,
 }
 
 impl DirectIngest {
     pub fn rows_per_second(&self) -> f64 {
         self.rows as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// CPU cores the server used while ingesting.
+    pub fn server_cores(&self) -> Option<f64> {
+        self.server_cpu_seconds
+            .map(|seconds| seconds / self.elapsed.as_secs_f64().max(1e-9))
     }
 }
 
@@ -34,7 +42,13 @@ const DIRECT_DATABASE: &str = "egress_bench_direct";
 /// Reads up to `batch_rows` rows of `database.flows` and inserts them into `flows` of a fresh
 /// [`DIRECT_DATABASE`] (Egress's migrations, as `egress collector` applies them) repeatedly for
 /// `duration`.
-pub fn measure(http_port: u16, database: &str, batch_rows: u64, duration: Duration) -> Result<DirectIngest> {
+pub fn measure(
+    http_port: u16,
+    server_pid: Option<u32>,
+    database: &str,
+    batch_rows: u64,
+    duration: Duration,
+) -> Result<DirectIngest> {
     let (status, count) = http_post(
         http_port,
         "/",
@@ -66,6 +80,8 @@ pub fn measure(http_port: u16, database: &str, batch_rows: u64, duration: Durati
     }
     migrate(http_port)?;
     let insert = format!("/?query=INSERT%20INTO%20{DIRECT_DATABASE}.flows%20FORMAT%20RowBinary");
+    let server_cpu = || server_pid.and_then(crate::procstat::process_cpu_seconds);
+    let cpu_before = server_cpu();
     let start = Instant::now();
     let mut batches = 0u64;
     while batches == 0 || start.elapsed() < duration {
@@ -76,11 +92,15 @@ pub fn measure(http_port: u16, database: &str, batch_rows: u64, duration: Durati
         batches += 1;
     }
     let elapsed = start.elapsed();
+    let server_cpu_seconds = server_cpu()
+        .zip(cpu_before)
+        .map(|(after, before)| (after - before).max(0.0));
     let (_, _) = http_post(http_port, "/", drop.as_bytes())?;
     Ok(DirectIngest {
         rows: rows * batches,
         batches,
         elapsed,
+        server_cpu_seconds,
     })
 }
 

@@ -35,7 +35,7 @@ use egress_testkit::clickhouse::ClickHouseServer;
 use collectors::{CollectorEnv, CollectorKind, RunningCollector, Unit};
 use direct::DirectIngest;
 use replay::ReplayPlan;
-use search::{RunResult, SearchConfig, SearchResult};
+use search::{OtherCpu, RunResult, SearchConfig, SearchResult};
 use streams::{Protocol, Stream};
 
 /// The database Egress writes to in the benchmark's ClickHouse server.
@@ -158,6 +158,7 @@ pub fn run(config: &BenchConfig, progress: &mut dyn Write) -> Result<BenchReport
     let env = CollectorEnv {
         egress: config.egress.clone(),
         clickhouse_url: clickhouse.as_ref().map(ClickHouseServer::http_url),
+        clickhouse_pid: clickhouse.as_ref().and_then(ClickHouseServer::pid),
         database: DATABASE.to_owned(),
         egress_sets: config.egress_sets.clone(),
     };
@@ -190,10 +191,11 @@ pub fn run(config: &BenchConfig, progress: &mut dyn Write) -> Result<BenchReport
                     }
                 }
                 let run = run_once(kind, &stream, rate, config, &env)?;
+                let (sender, server) = run.other_cores();
                 writeln!(
                     progress,
                     "  {protocol} {kind}: asked {:>9.0} rec/s, sent {:>9.0} rec/s ({:>7.0} dgram/s), \
-                     stored {:>7.3}% ({} of {}), CPU {:.2} cores, peak RSS {:.0} MiB{}{}",
+                     stored {:>7.3}% ({} of {}), CPU {:.2} cores (beside it: sender {sender:.2}{}), peak RSS {:.0} MiB{}{}",
                     rate,
                     run.sent.records_per_second(),
                     run.sent.datagrams_per_second(),
@@ -201,6 +203,7 @@ pub fn run(config: &BenchConfig, progress: &mut dyn Write) -> Result<BenchReport
                     run.stored,
                     run.expected,
                     run.cpu_cores(),
+                    server.map_or(String::new(), |c| format!(", ClickHouse {c:.2}")),
                     run.usage.peak_rss_bytes as f64 / f64::from(1 << 20),
                     if run.loss_note.is_empty() { "" } else { "; " },
                     run.loss_note,
@@ -218,6 +221,7 @@ pub fn run(config: &BenchConfig, progress: &mut dyn Write) -> Result<BenchReport
         writeln!(progress, "direct ClickHouse ingest")?;
         report.direct = Some(direct::measure(
             server.http_port(),
+            server.pid(),
             DATABASE,
             DIRECT_BATCH_ROWS,
             config.duration.max(Duration::from_secs(2)),
@@ -235,7 +239,14 @@ fn run_once(
     env: &CollectorEnv,
 ) -> Result<RunResult> {
     let mut collector = RunningCollector::start(kind, env)?;
+    // The ClickHouse server's CPU counts for the ClickHouse sink only (it idles otherwise).
+    let server_pid = env
+        .clickhouse_pid
+        .filter(|_| kind == CollectorKind::EgressClickhouse);
+    let server_cpu = || server_pid.and_then(procstat::process_cpu_seconds);
+    let sender_cpu = || procstat::process_cpu_seconds(std::process::id()).unwrap_or(0.0);
     let before = procstat::group_usage(collector.group());
+    let others_before = (sender_cpu(), server_cpu());
     let plan = ReplayPlan {
         target: collector.listen_addr(),
         records_per_second: rate,
@@ -261,6 +272,12 @@ fn run_once(
         let after = procstat::group_usage(collector.group());
         (collector.finish(expected)?, after)
     };
+    let others = OtherCpu {
+        sender_seconds: (sender_cpu() - others_before.0).max(0.0),
+        server_seconds: server_cpu()
+            .zip(others_before.1)
+            .map(|(after, before)| (after - before).max(0.0)),
+    };
     Ok(RunResult {
         asked_rate: rate,
         sent,
@@ -271,6 +288,7 @@ fn run_once(
             peak_rss_bytes: after.peak_rss_bytes,
         },
         loss_note,
+        others,
     })
 }
 
@@ -360,6 +378,16 @@ pub fn render(report: &BenchReport) -> String {
                     "  egress-clickhouse {} / direct ingest: {:.2}",
                     m.protocol,
                     best.records_per_second() / direct.rows_per_second()
+                );
+                let (sender, server) = best.other_cores();
+                let _ = writeln!(
+                    text,
+                    "    CPU at {:.0} records/s: Egress {:.2} cores, ClickHouse {}, sender {sender:.2} cores \
+                     (direct ingest: ClickHouse {})",
+                    best.records_per_second(),
+                    best.cpu_cores(),
+                    server.map_or("-".to_owned(), |c| format!("{c:.2} cores")),
+                    direct.server_cores().map_or("-".to_owned(), |c| format!("{c:.2} cores")),
                 );
             }
         }

@@ -52,6 +52,13 @@ pub fn group_usage(group: u32) -> Usage {
     usage
 }
 
+/// User + system CPU seconds of one process (all its threads) so far, if it is alive.
+pub fn process_cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, utime, stime) = parse_stat(&stat)?;
+    Some((utime + stime) as f64 / ticks_per_second())
+}
+
 /// (pgrp, utime, stime) from /proc/PID/stat. The command name is in parentheses and may hold
 /// spaces, so fields are counted from the last ')'.
 fn parse_stat(stat: &str) -> Option<(u32, u64, u64)> {

@@ -44,6 +44,17 @@ pub struct RunResult {
     pub usage: Usage,
     /// Where the collector says it lost records (Egress's metrics), or empty.
     pub loss_note: String,
+    /// CPU seconds of the rest of the machine's work over the same time.
+    pub others: OtherCpu,
+}
+
+/// CPU seconds of what runs beside the collector during a run.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct OtherCpu {
+    /// The benchmark process (the replay's sender threads, nearly all of it).
+    pub sender_seconds: f64,
+    /// The ClickHouse server, for `egress-clickhouse`.
+    pub server_seconds: Option<f64>,
 }
 
 impl RunResult {
@@ -57,6 +68,15 @@ impl RunResult {
     /// CPU cores the collector used while the stream was sent (and drained).
     pub fn cpu_cores(&self) -> f64 {
         self.usage.cpu_seconds / self.sent.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// CPU cores of the sender and of the ClickHouse server over the same time.
+    pub fn other_cores(&self) -> (f64, Option<f64>) {
+        let elapsed = self.sent.elapsed.as_secs_f64().max(1e-9);
+        (
+            self.others.sender_seconds / elapsed,
+            self.others.server_seconds.map(|s| s / elapsed),
+        )
     }
 }
 
@@ -80,6 +100,13 @@ impl Point {
 
     pub fn cpu_cores(&self) -> f64 {
         mean(self.runs.iter().map(RunResult::cpu_cores))
+    }
+
+    /// Mean CPU cores of the sender and (when measured in every run) of the ClickHouse server.
+    pub fn other_cores(&self) -> (f64, Option<f64>) {
+        let sender = mean(self.runs.iter().map(|r| r.other_cores().0));
+        let server: Option<Vec<f64>> = self.runs.iter().map(|r| r.other_cores().1).collect();
+        (sender, server.map(|s| mean(s.into_iter())))
     }
 
     pub fn peak_rss_bytes(&self) -> u64 {
@@ -242,6 +269,7 @@ mod tests {
                 expected,
                 usage: Usage::default(),
                 loss_note: String::new(),
+                others: OtherCpu::default(),
             })
         }
     }

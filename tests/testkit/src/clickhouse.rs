@@ -163,6 +163,11 @@ impl ClickHouseServer {
 
     /// Runs `sql` over HTTP and returns the body with the trailing newline removed: for queries
     /// with one value, the value (`SELECT count() FROM t` gives `"42"`). Fails on any error.
+    /// The server's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn query_scalar(&self, sql: &str) -> anyhow::Result<String> {
         let (status, body) = http(self.http_port, "POST", "/", sql.as_bytes())?;
         if status != 200 {
