@@ -163,7 +163,7 @@ impl Metrics {
         );
         registry.register(
             "egress_records_insert_uncertain",
-            "Flow records of inserts that failed after reaching ClickHouse (connection broken or timed out mid-insert); they are retried, and a server without insert deduplication (ClickHouse before 20.6) may then hold them twice",
+            "Flow records of inserts that failed after reaching ClickHouse (connection broken or timed out mid-insert); they are retried, and a server without insert deduplication (ClickHouse before 21.1, or a cluster) may then hold them twice",
             records_insert_uncertain.clone(),
         );
         registry.register(

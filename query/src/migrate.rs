@@ -618,8 +618,9 @@ pub fn tables_fed_by_flow_inserts() -> Vec<&'static str> {
 /// checksums of its last [`FLOW_DEDUPLICATION_WINDOW`] inserted blocks and ignores a block it
 /// has already stored; the collector sends its flow inserts with
 /// `deduplicate_blocks_in_dependent_materialized_views = 1` there, so that the rollups skip the
-/// block too (current servers push a block `flows` skipped to the views otherwise; the chdb
-/// check `tests/chdb/check_rollups.py` shows both).
+/// block too (current servers push a block `flows` skipped to the views otherwise: without the
+/// setting, the repeated insert of `tests/chdb/check_rollups.py` doubled a rollup hour's late
+/// rows while `flows` held them once).
 ///
 /// Why: the collector retries an insert whose connection broke or timed out mid-insert, and
 /// the server may have stored it before the connection went (a server stopped during an insert

@@ -1136,9 +1136,9 @@ impl NetflowDecoder {
 
     /// Decodes the records of one data set; returns how many data records (flow or options)
     /// it held and how many templates the scope knows, or `None` when the template is unknown
-    /// or has expired (`template_ttl_seconds` since its last refresh; then it is forgotten). Marks the
-    /// scope active. Problems go to `out.errors` (not yet counted). One scope and one template
-    /// lookup per set: this runs for nearly every datagram.
+    /// or has expired (`template_ttl_seconds` since its last refresh; then it is forgotten).
+    /// Marks the scope active. Problems go to `out.errors` (not yet counted). One scope and one
+    /// template lookup per set: this runs for nearly every datagram.
     #[allow(clippy::too_many_arguments)]
     fn decode_data_set(
         &mut self,

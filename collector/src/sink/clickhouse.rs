@@ -6,7 +6,9 @@
 //! writer in [`crate::sink`] keeps a failed batch and asks [`SinkError::is_retryable`] whether
 //! trying again can help. ClickHouse applies one HTTP insert atomically per partition block, so a
 //! failed attempt inserts nothing for a batch within one day, which keeps retries free of
-//! duplicates in the normal case.
+//! duplicates in the normal case. The exception is an attempt cut off after it reached the server
+//! ([`SinkError::may_have_been_stored`]): the server may have committed it, and current servers
+//! recognise the retried block (`egress_query::migrate::tables_fed_by_flow_inserts`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
