@@ -96,34 +96,13 @@ impl Accounting {
     }
 
     /// Records one datagram carrying `records` records and sequence number `sequence`,
-    /// received at `time_received` (Unix seconds).
+    /// received at `time_received` (Unix seconds), and, for NetFlow v9 and IPFIX, the number of
+    /// templates known for `exporter`/`domain` (one lookup of the counters for both).
     /// Returns the number of records estimated lost before it (0 for the first datagram, for
     /// duplicates and reordering, for implausibly large jumps, which are read as restarts, and
     /// for the first datagram after restored state, whose gap is the collector's downtime).
-    pub fn datagram(
-        &mut self,
-        exporter: IpAddr,
-        domain: u32,
-        flow_type: FlowType,
-        time_received: u32,
-        sequence: Option<(SequenceKind, u32)>,
-        records: u64,
-    ) -> u64 {
-        self.templated_datagram(
-            exporter,
-            domain,
-            flow_type,
-            time_received,
-            sequence,
-            records,
-            None,
-        )
-    }
-
-    /// [`Accounting::datagram`] that also sets the number of templates known for
-    /// `exporter`/`domain` (NetFlow v9 and IPFIX), in the same lookup of the counters.
     #[allow(clippy::too_many_arguments)]
-    pub fn templated_datagram(
+    pub fn datagram(
         &mut self,
         exporter: IpAddr,
         domain: u32,
@@ -298,16 +277,16 @@ mod tests {
         let mut acc = Accounting::default();
         let seq = |s| Some((SequenceKind::Records, s));
         assert_eq!(
-            acc.datagram(exporter(), 0, FlowType::Netflow5, 0, seq(100), 30),
+            acc.datagram(exporter(), 0, FlowType::Netflow5, 0, seq(100), 30, None),
             0
         );
         assert_eq!(
-            acc.datagram(exporter(), 0, FlowType::Netflow5, 0, seq(130), 30),
+            acc.datagram(exporter(), 0, FlowType::Netflow5, 0, seq(130), 30, None),
             0
         );
         // 30 records (one datagram) missing.
         assert_eq!(
-            acc.datagram(exporter(), 0, FlowType::Netflow5, 0, seq(190), 30),
+            acc.datagram(exporter(), 0, FlowType::Netflow5, 0, seq(190), 30, None),
             30
         );
         let rows = acc.drain(60);
@@ -322,23 +301,41 @@ mod tests {
     fn datagram_sequence_estimates_records_from_mean() {
         let mut acc = Accounting::default();
         let seq = |s| Some((SequenceKind::Datagrams, s));
-        acc.datagram(exporter(), 7, FlowType::Netflow9, 0, seq(1), 10);
-        acc.datagram(exporter(), 7, FlowType::Netflow9, 0, seq(2), 10);
-        assert_eq!(acc.datagram(exporter(), 7, FlowType::Netflow9, 0, seq(5), 10), 20);
+        acc.datagram(exporter(), 7, FlowType::Netflow9, 0, seq(1), 10, None);
+        acc.datagram(exporter(), 7, FlowType::Netflow9, 0, seq(2), 10, None);
+        assert_eq!(
+            acc.datagram(exporter(), 7, FlowType::Netflow9, 0, seq(5), 10, None),
+            20
+        );
     }
 
     #[test]
     fn wraparound_and_reordering_are_not_loss() {
         let mut acc = Accounting::default();
         let seq = |s| Some((SequenceKind::Datagrams, s));
-        acc.datagram(exporter(), 0, FlowType::Sflow5, 0, seq(u32::MAX), 1);
-        assert_eq!(acc.datagram(exporter(), 0, FlowType::Sflow5, 0, seq(0), 1), 0);
-        assert_eq!(acc.datagram(exporter(), 0, FlowType::Sflow5, 0, seq(2), 1), 1);
+        acc.datagram(exporter(), 0, FlowType::Sflow5, 0, seq(u32::MAX), 1, None);
+        assert_eq!(
+            acc.datagram(exporter(), 0, FlowType::Sflow5, 0, seq(0), 1, None),
+            0
+        );
+        assert_eq!(
+            acc.datagram(exporter(), 0, FlowType::Sflow5, 0, seq(2), 1, None),
+            1
+        );
         // Late arrival of 1: not loss, and the window does not move back.
-        assert_eq!(acc.datagram(exporter(), 0, FlowType::Sflow5, 0, seq(1), 1), 0);
-        assert_eq!(acc.datagram(exporter(), 0, FlowType::Sflow5, 0, seq(3), 1), 0);
+        assert_eq!(
+            acc.datagram(exporter(), 0, FlowType::Sflow5, 0, seq(1), 1, None),
+            0
+        );
+        assert_eq!(
+            acc.datagram(exporter(), 0, FlowType::Sflow5, 0, seq(3), 1, None),
+            0
+        );
         // Restart (jump back to 0): not loss.
-        assert_eq!(acc.datagram(exporter(), 0, FlowType::Sflow5, 0, seq(0), 1), 0);
+        assert_eq!(
+            acc.datagram(exporter(), 0, FlowType::Sflow5, 0, seq(0), 1, None),
+            0
+        );
     }
 
     #[test]
@@ -351,6 +348,7 @@ mod tests {
             0,
             Some((SequenceKind::Records, 0)),
             5,
+            None,
         );
         acc.error(exporter(), 0, FlowType::Ipfix, DecodeErrorKind::Malformed);
         let rows = acc.drain(0);
@@ -363,7 +361,8 @@ mod tests {
                 FlowType::Ipfix,
                 0,
                 Some((SequenceKind::Records, 5)),
-                5
+                5,
+                None
             ),
             0
         );

@@ -219,6 +219,19 @@ struct ScopeState {
     last_active: u32,
 }
 
+/// One data set to decode: where it came from, and its records.
+#[derive(Debug, Clone, Copy)]
+struct DataSet<'a> {
+    scope: ScopeKey,
+    template_id: u16,
+    header: MessageHeader,
+    time_received: u32,
+    /// The set's records (after the set header).
+    body: &'a [u8],
+    /// Offset of the set in its datagram, for error reports.
+    offset: usize,
+}
+
 /// The header fields a data record's times are relative to.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct MessageHeader {
@@ -685,6 +698,7 @@ impl NetflowDecoder {
             time_received,
             Some((SequenceKind::Records, header.flow_sequence)),
             u64::from(count),
+            None,
         );
         Ok(())
     }
@@ -826,15 +840,15 @@ impl NetflowDecoder {
                 }
                 (_, 0..=255) => {} // Reserved set ids: skipped (RFC 3954 §5.2, RFC 7011 §3.3.2).
                 (_, template_id) => {
-                    let decoded = self.decode_data_set(
+                    let set = DataSet {
                         scope,
                         template_id,
                         header,
                         time_received,
-                        set_body,
+                        body: set_body,
                         offset,
-                        out,
-                    );
+                    };
+                    let decoded = self.decode_data_set(set, out);
                     if let Some((records, templates)) = decoded {
                         data_records += records;
                         templates_known = Some(templates);
@@ -869,7 +883,7 @@ impl NetflowDecoder {
                 state.templates.len()
             })
         });
-        accounting.templated_datagram(
+        accounting.datagram(
             exporter,
             domain,
             flow_type,
@@ -1122,15 +1136,15 @@ impl NetflowDecoder {
         *queue = waiting;
         // Problems go to `out.errors`; the caller counts them with the datagram's own.
         for held in ready {
-            self.decode_data_set(
+            let set = DataSet {
                 scope,
                 template_id,
-                held.header,
-                held.time_received,
-                &held.body,
-                held.offset,
-                out,
-            );
+                header: held.header,
+                time_received: held.time_received,
+                body: &held.body,
+                offset: held.offset,
+            };
+            self.decode_data_set(set, out);
         }
     }
 
@@ -1139,17 +1153,13 @@ impl NetflowDecoder {
     /// or has expired (`template_ttl_seconds` since its last refresh; then it is forgotten).
     /// Marks the scope active. Problems go to `out.errors` (not yet counted). One scope and one
     /// template lookup per set: this runs for nearly every datagram.
-    #[allow(clippy::too_many_arguments)]
-    fn decode_data_set(
-        &mut self,
-        scope: ScopeKey,
-        template_id: u16,
-        header: MessageHeader,
-        time_received: u32,
-        body: &[u8],
-        offset: usize,
-        out: &mut DecodeOutput,
-    ) -> Option<(u64, usize)> {
+    fn decode_data_set(&mut self, set: DataSet<'_>, out: &mut DecodeOutput) -> Option<(u64, usize)> {
+        let DataSet {
+            scope,
+            template_id,
+            time_received,
+            ..
+        } = set;
         let ttl = self.config.template_ttl_seconds;
         let ScopeState {
             templates,
@@ -1168,35 +1178,24 @@ impl NetflowDecoder {
             Entry::Occupied(entry) => entry.into_mut(),
             Entry::Vacant(_) => return None,
         };
-        Some((
-            Self::decode_records(
-                template,
-                samplers,
-                scope,
-                template_id,
-                header,
-                time_received,
-                body,
-                offset,
-                out,
-            ),
-            known,
-        ))
+        Some((Self::decode_records(template, samplers, set, out), known))
     }
 
     /// The records of one data set of `template` (see [`NetflowDecoder::decode_data_set`]).
-    #[allow(clippy::too_many_arguments)]
     fn decode_records(
         template: &Template,
         samplers: &mut SamplerTable,
-        scope: ScopeKey,
-        template_id: u16,
-        header: MessageHeader,
-        time_received: u32,
-        body: &[u8],
-        offset: usize,
+        set: DataSet<'_>,
         out: &mut DecodeOutput,
     ) -> u64 {
+        let DataSet {
+            scope,
+            template_id,
+            header,
+            time_received,
+            body,
+            offset,
+        } = set;
         if template.min_record_len == 0 {
             out.errors.push(error(
                 DecodeErrorKind::InvalidTemplate,

@@ -254,6 +254,7 @@ impl SflowDecoder {
             time_received,
             None,
             flows,
+            None,
         );
         Ok(())
     }
