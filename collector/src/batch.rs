@@ -174,6 +174,11 @@ impl Batch {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// True for flow rows (held as rows or encoded), the batches the flow-record counters count.
+    pub fn holds_flows(&self) -> bool {
+        matches!(self, Self::Flows(_) | Self::EncodedFlows(_))
+    }
 }
 
 /// Rows of one table waiting to be sent, with the limits that close them.

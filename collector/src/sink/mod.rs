@@ -141,7 +141,7 @@ impl SinkWriter {
                 span.record("error", field::display(err));
                 span.record("otel.status_code", "error");
                 self.metrics.insert_failures.inc();
-                if err.may_have_been_stored() && matches!(batch, Batch::Flows(_) | Batch::EncodedFlows(_)) {
+                if err.may_have_been_stored() && batch.holds_flows() {
                     self.metrics.records_insert_uncertain.inc_by(batch.len() as u64);
                 }
                 if !err.is_retryable() {
@@ -348,7 +348,7 @@ impl SinkWriter {
     async fn spool_or_retry(&self, spool: &mut Spool, batch: Batch, shutdown: &CancellationToken) {
         match blocking(|| spool.append(&batch)) {
             Ok(evicted) => {
-                if matches!(batch, Batch::Flows(_) | Batch::EncodedFlows(_)) {
+                if batch.holds_flows() {
                     self.metrics.records_spooled.inc_by(batch.len() as u64);
                 }
                 let dropped = evicted.flows + evicted.counters;
