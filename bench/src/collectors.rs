@@ -366,6 +366,19 @@ impl RunningCollector {
         note
     }
 
+    /// How long Egress's inserts took, from its metrics: "N inserts, mean X ms". `None` for the
+    /// other collectors and for Egress's null sink.
+    pub fn insert_note(&self) -> Option<String> {
+        let body = self.egress_metrics()?;
+        let value = |name: &str| {
+            body.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
+        };
+        let count = value("egress_sink_insert_seconds_count").filter(|c| *c > 0.0)?;
+        let sum = value("egress_sink_insert_seconds_sum")?;
+        Some(format!("{count:.0} inserts, mean {:.0} ms", sum / count * 1000.0))
+    }
+
     /// Signals the process and waits for it to exit.
     fn stop(&mut self, signal: &str) -> Result<()> {
         Command::new("kill")

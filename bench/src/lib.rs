@@ -43,7 +43,7 @@ const DATABASE: &str = "egress_bench";
 /// Time given to nfcapd and pmacct to drain their socket after the last datagram.
 const SETTLE: Duration = Duration::from_secs(1);
 /// Rows per direct insert: Egress's default `batch.max_rows`.
-const DIRECT_BATCH_ROWS: u64 = 100_000;
+const DIRECT_BATCH_ROWS: usize = 100_000;
 
 /// Everything one invocation does.
 #[derive(Debug, Clone)]
@@ -125,7 +125,8 @@ pub struct Measurement {
 #[derive(Debug, Clone)]
 pub struct BenchReport {
     pub measurements: Vec<Measurement>,
-    pub direct: Option<DirectIngest>,
+    /// Direct ClickHouse ingest of each protocol's rows, as Egress stored them.
+    pub direct: BTreeMap<Protocol, DirectIngest>,
     /// Records per datagram and datagrams of each stream.
     pub streams: BTreeMap<Protocol, (f64, usize)>,
     pub duration: Duration,
@@ -164,7 +165,7 @@ pub fn run(config: &BenchConfig, progress: &mut dyn Write) -> Result<BenchReport
     };
     let mut report = BenchReport {
         measurements: Vec::new(),
-        direct: None,
+        direct: BTreeMap::new(),
         streams: BTreeMap::new(),
         duration: config.duration,
         runs_per_point: config.search.runs_per_point,
@@ -216,16 +217,31 @@ pub fn run(config: &BenchConfig, progress: &mut dyn Write) -> Result<BenchReport
                 result,
             });
         }
-    }
-    if let (true, Some(server)) = (config.direct, &clickhouse) {
-        writeln!(progress, "direct ClickHouse ingest")?;
-        report.direct = Some(direct::measure(
-            server.http_port(),
-            server.pid(),
-            DATABASE,
-            DIRECT_BATCH_ROWS,
-            config.duration.max(Duration::from_secs(2)),
-        )?);
+        // The reference for this protocol's ClickHouse sink: the same server ingesting the
+        // same rows (this protocol's, as Egress makes them), so that each ratio compares like
+        // with like; rows differ in cost between protocols (README, "Performance").
+        if let (true, Some(server)) = (config.direct, &clickhouse) {
+            let batch = direct::egress_rows(
+                &stream,
+                config.senders * config.sources_per_sender,
+                DIRECT_BATCH_ROWS,
+            )?;
+            let direct = direct::measure(
+                server.http_port(),
+                server.pid(),
+                &batch,
+                config.duration.max(Duration::from_secs(2)),
+            )?;
+            writeln!(
+                progress,
+                "  {protocol} direct: {:.0} rows/s, ClickHouse {}",
+                direct.rows_per_second(),
+                direct
+                    .server_cores()
+                    .map_or("-".to_owned(), |c| format!("{c:.2} cores")),
+            )?;
+            report.direct.insert(protocol, direct);
+        }
     }
     Ok(report)
 }
@@ -265,6 +281,13 @@ fn run_once(
         let stored = collector.finish(expected)?;
         if stored < expected {
             loss_note = collector.loss_note();
+        }
+        if let Some(inserts) = collector.insert_note() {
+            loss_note = if loss_note.is_empty() {
+                inserts
+            } else {
+                format!("{inserts}; {loss_note}")
+            };
         }
         (stored, procstat::group_usage(collector.group()))
     } else {
@@ -360,18 +383,21 @@ pub fn render(report: &BenchReport) -> String {
             protocol.exporter()
         );
     }
-    if let Some(direct) = &report.direct {
+    if !report.direct.is_empty() {
         let _ = writeln!(
             text,
-            "\ndirect ClickHouse ingest (RowBinary over HTTP, {} rows per insert, one at a time, into flows with its rollup views): {:.0} rows/s",
-            DIRECT_BATCH_ROWS,
-            direct.rows_per_second()
+            "\ndirect ClickHouse ingest of each protocol's rows as Egress makes them (RowBinary over HTTP, \
+             {DIRECT_BATCH_ROWS} rows per insert, one at a time, into flows with its rollup views):"
         );
         for m in report
             .measurements
             .iter()
             .filter(|m| m.collector == CollectorKind::EgressClickhouse)
         {
+            let Some(direct) = report.direct.get(&m.protocol) else {
+                continue;
+            };
+            let _ = writeln!(text, "  {}: {:.0} rows/s", m.protocol, direct.rows_per_second());
             if let Some(best) = &m.result.best {
                 let _ = writeln!(
                     text,
