@@ -282,7 +282,10 @@ fn run_once(
         if stored < expected {
             loss_note = collector.loss_note();
         }
-        if let Some(inserts) = collector.insert_note() {
+        if let Some(inserts) = collector
+            .insert_note()
+            .filter(|_| kind == CollectorKind::EgressClickhouse)
+        {
             loss_note = if loss_note.is_empty() {
                 inserts
             } else {
