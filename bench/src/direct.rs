@@ -109,12 +109,13 @@ pub fn measure(
         .iter()
         .map(|column| format!("`{column}`"))
         .collect();
+    let statement = format!(
+        "INSERT INTO {DIRECT_DATABASE}.flows ({}) FORMAT RowBinary",
+        columns.join(", ")
+    );
     let insert = format!(
         "/?query={}",
-        percent_encode(&format!(
-            "INSERT INTO {DIRECT_DATABASE}.flows ({}) FORMAT RowBinary",
-            columns.join(", ")
-        ))
+        percent_encoding::utf8_percent_encode(&statement, percent_encoding::NON_ALPHANUMERIC)
     );
     let body = &batch.bytes;
     let server_cpu = || server_pid.and_then(crate::procstat::process_cpu_seconds);
@@ -160,17 +161,6 @@ fn migrate(http_port: u16) -> Result<()> {
     })
 }
 
-/// One HTTP/1.0 POST to ClickHouse on loopback; returns the status and the body.
-/// `text` for a URL's query string.
-fn percent_encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 /// Waits (up to [`MERGE_WAIT`]) until the server runs no merge, so that merges left by
 /// Egress's last run do not slow the reference down.
 fn wait_for_merges(http_port: u16) -> Result<()> {
@@ -187,6 +177,7 @@ fn wait_for_merges(http_port: u16) -> Result<()> {
     }
 }
 
+/// One HTTP/1.0 POST to ClickHouse on loopback; returns the status and the body.
 fn http_post(port: u16, path: &str, body: &[u8]) -> Result<(u16, Vec<u8>)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).context("connecting to ClickHouse")?;
     stream.set_read_timeout(Some(Duration::from_secs(300)))?;

@@ -125,7 +125,7 @@ pub struct Measurement {
 #[derive(Debug, Clone)]
 pub struct BenchReport {
     pub measurements: Vec<Measurement>,
-    /// Direct ClickHouse ingest of each protocol's rows, as Egress stored them.
+    /// Direct ClickHouse ingest of each protocol's rows, as Egress makes them.
     pub direct: BTreeMap<Protocol, DirectIngest>,
     /// Records per datagram and datagrams of each stream.
     pub streams: BTreeMap<Protocol, (f64, usize)>,
