@@ -369,6 +369,9 @@ impl RunningCollector {
     /// How long Egress's inserts took, from its metrics: "N inserts, mean X ms". `None` for the
     /// other collectors and for Egress's null sink.
     pub fn insert_note(&self) -> Option<String> {
+        if self.kind != CollectorKind::EgressClickhouse {
+            return None;
+        }
         let body = self.egress_metrics()?;
         let value = |name: &str| {
             body.lines()

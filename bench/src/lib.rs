@@ -282,10 +282,7 @@ fn run_once(
         if stored < expected {
             loss_note = collector.loss_note();
         }
-        if let Some(inserts) = collector
-            .insert_note()
-            .filter(|_| kind == CollectorKind::EgressClickhouse)
-        {
+        if let Some(inserts) = collector.insert_note() {
             loss_note = if loss_note.is_empty() {
                 inserts
             } else {
