@@ -341,7 +341,18 @@ impl Spool {
     /// The oldest batch, read back and verified. A corrupt segment is set aside (renamed
     /// `.bad`, counted) and the next one is tried. `None` when the spool is empty.
     pub fn oldest(&mut self) -> Result<Option<Spooled>> {
-        while let Some(segment) = self.segments.front().cloned() {
+        self.oldest_except(&[])
+    }
+
+    /// The oldest batch whose sequence is not in `skip` (the ones being replayed already, when
+    /// several inserts are in flight), read back and verified as [`Spool::oldest`] does.
+    pub fn oldest_except(&mut self, skip: &[u64]) -> Result<Option<Spooled>> {
+        let mut index = 0;
+        while let Some(segment) = self.segments.get(index).cloned() {
+            if skip.contains(&segment.sequence) {
+                index += 1;
+                continue;
+            }
             let path = self.path(segment.sequence, "seg");
             match read_segment(&path) {
                 Ok(Some(batch)) => {
@@ -355,7 +366,7 @@ impl Spool {
                         "corrupt spool segment set aside (.bad); its rows are not replayed");
                     quarantine(&path)?;
                     self.corrupt += 1;
-                    self.forget_front();
+                    self.forget(index);
                 }
                 Err(error) => return Err(error),
             }
@@ -363,19 +374,20 @@ impl Spool {
         Ok(None)
     }
 
-    /// Deletes the segment `sequence` (the oldest) once its rows are stored.
+    /// Deletes the segment `sequence` once its rows are stored. Nothing to do when it is gone
+    /// already (evicted by the bound meanwhile).
     pub fn remove(&mut self, sequence: u64) -> Result<()> {
-        if self.segments.front().map(|s| s.sequence) != Some(sequence) {
+        let Some(index) = self.segments.iter().position(|s| s.sequence == sequence) else {
             return Ok(());
-        }
+        };
         let path = self.path(sequence, "seg");
         fs::remove_file(&path).map_err(io(&path))?;
-        self.forget_front();
+        self.forget(index);
         Ok(())
     }
 
-    fn forget_front(&mut self) {
-        if let Some(segment) = self.segments.pop_front() {
+    fn forget(&mut self, index: usize) {
+        if let Some(segment) = self.segments.remove(index) {
             self.total_bytes -= segment.bytes;
         }
     }

@@ -9,9 +9,10 @@
 //! ERROR. At shutdown the writer drains its input and keeps retrying for at most
 //! `batch.shutdown_timeout_seconds`; what is still unwritten then is counted as `shutdown`.
 //!
-//! With the disk spool (`[spool]`, on by default) a batch that cannot be inserted now goes to
-//! disk instead of waiting in memory, and the spool is replayed in order; see
-//! [`SinkWriter::run_spooled`] and [`crate::spool`]. Without it, the behaviour above holds.
+//! With the disk spool (`[spool]`, on by default) up to `batch.inserts_in_flight` inserts run
+//! at the same time, a batch that cannot be inserted now goes to disk instead of waiting in
+//! memory, and the spool is replayed oldest first; see [`SinkWriter::run_spooled`] and
+//! [`crate::spool`]. Without it, the behaviour above holds (one insert at a time, in order).
 //!
 //! Every insert attempt is a `sink_insert` span (table, rows, estimated bytes, attempt,
 //! outcome), one per batch and attempt, never per record: exported as a trace when the binary
@@ -19,8 +20,11 @@
 
 pub mod clickhouse;
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -29,7 +33,7 @@ use tracing::{error, field, info, info_span, warn, Instrument};
 use crate::batch::Batch;
 use crate::config::BatchConfig;
 use crate::metrics::{DropReason, Metrics};
-use crate::spool::Spool;
+use crate::spool::{Spool, Spooled};
 use egress_query::schema::{EXPORTER_STATS_TABLE, FLOWS_TABLE, INTERFACE_COUNTERS_TABLE};
 
 pub use self::clickhouse::{ClickHouseSink, SinkError};
@@ -215,17 +219,21 @@ impl SinkWriter {
         }
     }
 
-    /// With a spool (see [`crate::spool`]): a batch is inserted directly once the schema is
-    /// ready and no retry is pending; otherwise, or when that insert fails with a retryable
-    /// error, it is appended to the spool. The spool is replayed oldest first, one batch per
-    /// insert, whenever no fresh batch is waiting, with the exponential backoff of
-    /// `batch.retry_*` after a failure.
+    /// With a spool (see [`crate::spool`]): up to `batch.inserts_in_flight` inserts run at the
+    /// same time once the schema is ready and no retry is pending. A free slot takes a fresh
+    /// batch first and otherwise the spool's oldest batch not already being replayed. A fresh
+    /// batch whose insert fails with a retryable error goes to the spool; a replay that fails
+    /// stays there; either sets off the exponential backoff of `batch.retry_*`, during which
+    /// nothing new is sent.
     ///
-    /// The input keeps moving during every insert, however long ClickHouse takes: the first
-    /// batch that arrives meanwhile waits in memory and is inserted next, any further one goes
-    /// to the spool. So a slow server fills the spool, not the queues in front of it (which
-    /// would drop records once full). Batches are therefore not always inserted in the order
-    /// they were closed; nothing in the schema depends on that order.
+    /// The input keeps moving during every insert, however long ClickHouse takes: while every
+    /// slot is busy, as many batches as there are slots wait in memory for the next free ones,
+    /// any further one goes to the spool. (Near the server's limit, a batch that went to the
+    /// spool costs the collector a write, a sync and a read that the server's CPU needs; one
+    /// waiting batch per slot keeps a server that is just keeping up off the disk.) So a slow server fills the spool, not the queues in
+    /// front of it (which would drop records once full). Batches are therefore not always
+    /// inserted in the order they were closed (nor finish in the order they were sent, with
+    /// several in flight); nothing in the schema depends on that order.
     ///
     /// Fresh batches go before the spool's: after one slow insert, only the batches that
     /// arrived meanwhile take the trip through the disk (written, synced, read back), and the
@@ -235,21 +243,25 @@ impl SinkWriter {
     /// evaluation see the present first, and the backlog fills in behind it (the rollups'
     /// hour closing recomputes an hour whose late rows arrive, see `egress_query::rollups`).
     ///
-    /// At shutdown, replay goes on for at most `batch.shutdown_timeout_seconds`; what is left
-    /// stays on disk for the next start (nothing is dropped).
+    /// At shutdown (the input has ended), the inserts in flight finish and replay goes on for
+    /// at most `batch.shutdown_timeout_seconds`; what is left stays on disk for the next start
+    /// (nothing is dropped).
     async fn run_spooled(
         self,
         mut spool: Spool,
         mut input: mpsc::Receiver<Batch>,
         shutdown: CancellationToken,
     ) {
+        let slots = self.config.inserts_in_flight.max(1);
         let mut ready = self.schema_ready.clone();
         let mut is_ready = ready.as_mut().is_none_or(|r| *r.borrow_and_update());
-        let initial = Duration::from_millis(self.config.retry_initial_ms);
-        let mut delay = initial;
-        let mut retry_at: Option<Instant> = None;
-        let mut input_open = true;
-        let mut next: Option<Batch> = None;
+        let mut backoff = Backoff::new(&self.config);
+        // Set once the input has ended: replay stops then.
+        let mut deadline: Option<Instant> = None;
+        let mut waiting: VecDeque<Batch> = VecDeque::with_capacity(slots);
+        let mut in_flight: FuturesUnordered<Insert<'_>> = FuturesUnordered::new();
+        // Sequence numbers of the spooled batches in flight.
+        let mut replaying: Vec<u64> = Vec::new();
         self.update_spool_gauges(&spool);
         if !spool.is_empty() {
             info!(
@@ -259,78 +271,54 @@ impl SinkWriter {
             );
         }
         loop {
-            let retry_due = retry_at.is_none_or(|at| Instant::now() >= at);
-            if let Some(batch) = next.take() {
-                if is_ready && retry_due {
-                    let mut incoming = Incoming {
-                        input: &mut input,
-                        open: &mut input_open,
-                        next: &mut next,
-                        spool: &mut spool,
-                        shutdown: &shutdown,
-                    };
-                    let result = self.insert_receiving(&batch, &mut incoming).await;
-                    if let Err(err) = result {
-                        if err.is_retryable() {
-                            warn!(rows = batch.len(), error = %err, retry_in_ms = delay.as_millis() as u64, "insert failed; batch spooled to disk");
-                            retry_at = Some(Instant::now() + delay);
-                            self.spool_or_retry(&mut spool, batch, &shutdown).await;
-                        }
-                    }
-                } else {
-                    self.spool_or_retry(&mut spool, batch, &shutdown).await;
-                }
-                continue;
-            }
-            if is_ready && !spool.is_empty() && retry_due {
-                // A fresh batch goes first; the spool is replayed when none is waiting.
-                if let Ok(batch) = input.try_recv() {
-                    next = Some(batch);
+            let may_insert = is_ready && backoff.due();
+            while may_insert && in_flight.len() < slots {
+                if let Some(batch) = waiting.pop_front().or_else(|| input.try_recv().ok()) {
+                    in_flight.push(self.start(Origin::Fresh, batch));
                     continue;
                 }
-                match self
-                    .replay_one(&mut spool, &mut input, &mut input_open, &mut next, &shutdown)
-                    .await
-                {
-                    Ok(()) => {
-                        delay = initial;
-                        retry_at = None;
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    break;
+                }
+                match self.next_spooled(&mut spool, &replaying) {
+                    Ok(Some(spooled)) => {
+                        replaying.push(spooled.sequence);
+                        in_flight.push(self.start(Origin::Spooled(spooled.sequence), spooled.batch));
                     }
+                    Ok(None) => break,
                     Err(()) => {
-                        retry_at = Some(Instant::now() + delay);
-                        delay = (delay * 2).min(Duration::from_millis(self.config.retry_max_ms));
+                        backoff.failed_replay();
+                        break;
                     }
                 }
-                continue;
             }
-            if !input_open {
-                break;
+            if !may_insert {
+                while let Some(batch) = waiting.pop_front() {
+                    self.spool_or_retry(&mut spool, batch, &shutdown).await;
+                }
             }
+            if let Some(deadline) = deadline {
+                let replay_left = is_ready && !spool.is_empty() && Instant::now() < deadline;
+                if in_flight.is_empty() && !replay_left {
+                    break;
+                }
+            }
+            // While stopping, a pending retry is not waited for past the deadline.
+            let wake = backoff.retry_at.map(|at| deadline.map_or(at, |d| at.min(d)));
             tokio::select! {
-                batch = input.recv() => {
-                    let Some(batch) = batch else { break };
-                    if !is_ready || !retry_due {
-                        self.spool_or_retry(&mut spool, batch, &shutdown).await;
-                    } else {
-                        next = Some(batch);
+                Some((origin, batch, result)) = in_flight.next(), if !in_flight.is_empty() => {
+                    self.finished(origin, batch, result, &mut spool, &mut replaying, &mut backoff, &shutdown)
+                        .await;
+                }
+                arrived = input.recv(), if deadline.is_none() => match arrived {
+                    None => {
+                        deadline = Some(Instant::now() + Duration::from_secs(self.config.shutdown_timeout_seconds));
                     }
-                }
-                () = sleep_until_or_forever(retry_at) => retry_at = None,
-                changed = wait_changed(&mut ready), if !is_ready => {
-                    is_ready = changed;
-                }
-            }
-        }
-        // Stopping: everything received is written or spooled. Replay what time allows.
-        let deadline = Instant::now() + Duration::from_secs(self.config.shutdown_timeout_seconds);
-        let mut none = None;
-        while is_ready && !spool.is_empty() && Instant::now() < deadline {
-            let replayed = self
-                .replay_one(&mut spool, &mut input, &mut false, &mut none, &shutdown)
-                .await;
-            if replayed.is_err() {
-                tokio::time::sleep(delay.min(deadline.saturating_duration_since(Instant::now()))).await;
-                delay = (delay * 2).min(Duration::from_millis(self.config.retry_max_ms));
+                    Some(batch) if waiting.len() < slots => waiting.push_back(batch),
+                    Some(batch) => self.spool_or_retry(&mut spool, batch, &shutdown).await,
+                },
+                () = sleep_until_or_forever(wake) => {}
+                changed = wait_changed(&mut ready), if !is_ready => is_ready = changed,
             }
         }
         if !spool.is_empty() {
@@ -341,6 +329,75 @@ impl SinkWriter {
                 "stopping with batches in the spool; they are replayed at the next start"
             );
         }
+    }
+
+    /// One insert attempt of `batch`, handing the batch back with the result.
+    fn start(&self, origin: Origin, batch: Batch) -> Insert<'_> {
+        Box::pin(async move {
+            let result = self.attempt(&batch, 1).await;
+            (origin, batch, result)
+        })
+    }
+
+    /// What follows an insert of [`SinkWriter::run_spooled`]: a fresh batch that failed goes to
+    /// the spool; a replayed one leaves the spool once written (or rejected for good, counted
+    /// by [`SinkWriter::attempt`]) and stays there otherwise.
+    #[allow(clippy::too_many_arguments)]
+    async fn finished(
+        &self,
+        origin: Origin,
+        batch: Batch,
+        result: Result<(), SinkError>,
+        spool: &mut Spool,
+        replaying: &mut Vec<u64>,
+        backoff: &mut Backoff,
+        shutdown: &CancellationToken,
+    ) {
+        match (origin, result) {
+            (Origin::Fresh, Err(err)) if err.is_retryable() => {
+                warn!(rows = batch.len(), error = %err, retry_in_ms = backoff.delay.as_millis() as u64, "insert failed; batch spooled to disk");
+                backoff.failed_fresh();
+                self.spool_or_retry(spool, batch, shutdown).await;
+            }
+            (Origin::Fresh, _) => {}
+            (Origin::Spooled(sequence), result) => {
+                replaying.retain(|s| *s != sequence);
+                match result {
+                    Err(err) if err.is_retryable() => {
+                        warn!(rows = batch.len(), error = %err, "replay from the spool failed; retrying later");
+                        backoff.failed_replay();
+                    }
+                    // (If the spool reached its bound meanwhile and evicted this very segment,
+                    // its rows were counted as `spool_full` although they are stored: a bound on
+                    // the count's error, not a loss.)
+                    _ => match blocking(|| spool.remove(sequence)) {
+                        Ok(()) => {
+                            self.update_spool_gauges(spool);
+                            backoff.succeeded();
+                        }
+                        Err(err) => {
+                            error!(error = %err, "cannot delete a replayed spool segment");
+                            backoff.failed_replay();
+                        }
+                    },
+                }
+            }
+        }
+    }
+
+    /// The spool's oldest batch not in `replaying`, read back (a corrupt segment is set aside
+    /// and counted). `Err` when the spool cannot be read.
+    fn next_spooled(&self, spool: &mut Spool, replaying: &[u64]) -> Result<Option<Spooled>, ()> {
+        if spool.is_empty() {
+            return Ok(None);
+        }
+        let corrupt_before = spool.corrupt_segments();
+        let oldest = blocking(|| spool.oldest_except(replaying));
+        self.metrics
+            .spool_corrupt_segments
+            .inc_by(spool.corrupt_segments() - corrupt_before);
+        self.update_spool_gauges(spool);
+        oldest.map_err(|err| error!(error = %err, "cannot read the spool"))
     }
 
     /// Appends to the spool, counting evictions; if the disk fails, falls back to retrying the
@@ -371,76 +428,6 @@ impl SinkWriter {
         }
     }
 
-    /// One insert attempt of `batch` while the input keeps moving: the first batch that arrives
-    /// meanwhile waits in `incoming.next` (if that is free), any other goes to the spool.
-    async fn insert_receiving(&self, batch: &Batch, incoming: &mut Incoming<'_>) -> Result<(), SinkError> {
-        let insert = self.attempt(batch, 1);
-        tokio::pin!(insert);
-        loop {
-            tokio::select! {
-                result = &mut insert => return result,
-                arrived = incoming.input.recv(), if *incoming.open => match arrived {
-                    Some(arrived) if incoming.next.is_none() => *incoming.next = Some(arrived),
-                    Some(arrived) => self.spool_or_retry(incoming.spool, arrived, incoming.shutdown).await,
-                    None => *incoming.open = false,
-                },
-            }
-        }
-    }
-
-    /// Inserts the spool's oldest batch (receiving meanwhile, see
-    /// [`SinkWriter::insert_receiving`]); removes it once written (or rejected for good).
-    async fn replay_one(
-        &self,
-        spool: &mut Spool,
-        input: &mut mpsc::Receiver<Batch>,
-        input_open: &mut bool,
-        next: &mut Option<Batch>,
-        shutdown: &CancellationToken,
-    ) -> Result<(), ()> {
-        let corrupt_before = spool.corrupt_segments();
-        let oldest = blocking(|| spool.oldest());
-        self.metrics
-            .spool_corrupt_segments
-            .inc_by(spool.corrupt_segments() - corrupt_before);
-        let spooled = match oldest {
-            Ok(Some(spooled)) => spooled,
-            Ok(None) => {
-                self.update_spool_gauges(spool);
-                return Ok(());
-            }
-            Err(err) => {
-                error!(error = %err, "cannot read the spool");
-                return Err(());
-            }
-        };
-        let mut incoming = Incoming {
-            input,
-            open: input_open,
-            next,
-            spool,
-            shutdown,
-        };
-        match self.insert_receiving(&spooled.batch, &mut incoming).await {
-            Err(err) if err.is_retryable() => {
-                warn!(rows = spooled.batch.len(), error = %err, "replay from the spool failed; retrying later");
-                Err(())
-            }
-            // Written, or rejected for good (counted by `attempt`): either way done with it.
-            // (If the spool reached its bound meanwhile and evicted this very segment, its rows
-            // were counted as `spool_full` although they are stored: a bound on the count's
-            // error, not a loss.)
-            _ => {
-                if let Err(err) = blocking(|| spool.remove(spooled.sequence)) {
-                    error!(error = %err, "cannot delete a replayed spool segment");
-                    return Err(());
-                }
-                self.update_spool_gauges(spool);
-                Ok(())
-            }
-        }
-    }
-
     fn update_spool_gauges(&self, spool: &Spool) {
         self.metrics
             .spool_bytes
@@ -464,14 +451,62 @@ impl SinkWriter {
     }
 }
 
-/// Where batches arriving during an insert go (see [`SinkWriter::insert_receiving`]).
-struct Incoming<'a> {
-    input: &'a mut mpsc::Receiver<Batch>,
-    /// Cleared when the input has ended.
-    open: &'a mut bool,
-    next: &'a mut Option<Batch>,
-    spool: &'a mut Spool,
-    shutdown: &'a CancellationToken,
+/// Where a batch being inserted came from.
+#[derive(Debug, Clone, Copy)]
+enum Origin {
+    /// Straight from the batcher.
+    Fresh,
+    /// Replayed from the spool: its segment's sequence number.
+    Spooled(u64),
+}
+
+/// An insert in flight; its origin and batch come back with its result.
+type Insert<'a> = BoxFuture<'a, (Origin, Batch, Result<(), SinkError>)>;
+
+/// The retry schedule after failed inserts: nothing new is sent before `retry_at`.
+#[derive(Debug)]
+struct Backoff {
+    initial: Duration,
+    max: Duration,
+    delay: Duration,
+    retry_at: Option<Instant>,
+}
+
+impl Backoff {
+    fn new(config: &BatchConfig) -> Self {
+        let initial = Duration::from_millis(config.retry_initial_ms);
+        Self {
+            initial,
+            max: Duration::from_millis(config.retry_max_ms),
+            delay: initial,
+            retry_at: None,
+        }
+    }
+
+    /// True when no retry is pending (clearing one whose time has come).
+    fn due(&mut self) -> bool {
+        if self.retry_at.is_some_and(|at| Instant::now() >= at) {
+            self.retry_at = None;
+        }
+        self.retry_at.is_none()
+    }
+
+    /// A fresh batch failed (it is spooled): wait the current delay.
+    fn failed_fresh(&mut self) {
+        self.retry_at = Some(Instant::now() + self.delay);
+    }
+
+    /// A replay failed: wait the current delay, and double it for the next failure.
+    fn failed_replay(&mut self) {
+        self.failed_fresh();
+        self.delay = (self.delay * 2).min(self.max);
+    }
+
+    /// A replay went in: the server is back.
+    fn succeeded(&mut self) {
+        self.delay = self.initial;
+        self.retry_at = None;
+    }
 }
 
 /// Sleeps until `at`, or forever without one.
@@ -492,3 +527,6 @@ async fn wait_changed(ready: &mut Option<tokio::sync::watch::Receiver<bool>>) ->
         None => true,
     }
 }
+
+#[cfg(test)]
+mod tests;

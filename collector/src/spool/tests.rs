@@ -114,6 +114,36 @@ fn the_bound_drops_the_oldest_batches_and_says_how_many_rows() {
 }
 
 #[test]
+fn batches_replayed_side_by_side_are_skipped_and_removed_out_of_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spool = Spool::open(&config(dir.path(), 1 << 30)).unwrap();
+    for i in 0..3 {
+        spool.append(&flows(i * 10, 10)).unwrap();
+    }
+    let first = spool.oldest_except(&[]).unwrap().unwrap();
+    let second = spool.oldest_except(&[first.sequence]).unwrap().unwrap();
+    assert_eq!(first.batch, flows(0, 10));
+    assert_eq!(second.batch, flows(10, 10));
+    // The second insert finishes first: its segment goes, the first stays the oldest.
+    spool.remove(second.sequence).unwrap();
+    assert!(!dir.path().join(format!("{:020}.seg", second.sequence)).exists());
+    assert_eq!((spool.batches(), spool.flow_records()), (2, 20));
+    assert_eq!(
+        spool.oldest_except(&[first.sequence]).unwrap().unwrap().batch,
+        flows(20, 10)
+    );
+    assert!(
+        spool.oldest_except(&[0, 1, 2]).unwrap().is_none(),
+        "everything is in flight"
+    );
+    // A sequence already gone (evicted by the bound meanwhile) is no error.
+    spool.remove(second.sequence).unwrap();
+    spool.remove(first.sequence).unwrap();
+    assert_eq!(drain(&mut spool), vec![flows(20, 10)]);
+    assert_eq!(spool.bytes(), 0);
+}
+
+#[test]
 fn a_corrupt_segment_is_set_aside_and_the_next_one_replays() {
     let dir = tempfile::tempdir().unwrap();
     let mut spool = Spool::open(&config(dir.path(), 1 << 30)).unwrap();
