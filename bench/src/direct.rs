@@ -11,8 +11,10 @@
 //! 0.65 M and 0.95 M rows/s in three runs of one afternoon (IPFIX); made, they are the same
 //! every time and arrive as Egress's do.
 //!
-//! One HTTP request per batch, one after another, like Egress's single sink writer; the body is
-//! not compressed (Egress compresses with LZ4), so this measures the server, not the network.
+//! One HTTP request per batch, one after another on each of one or more insert streams (Egress
+//! keeps `batch.inserts_in_flight` inserts in flight, two by default; the benchmark measures one
+//! stream and two and takes the faster as the reference); the body is not compressed (Egress
+//! compresses with LZ4), so this measures the server, not the network.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -28,6 +30,8 @@ use crate::streams::Stream;
 /// What direct ingest achieved.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct DirectIngest {
+    /// Insert streams posting side by side.
+    pub streams: usize,
     pub rows: u64,
     pub batches: u64,
     pub elapsed: Duration,
@@ -90,13 +94,14 @@ pub fn egress_rows(stream: &Stream, exporters: usize, rows: usize) -> Result<Enc
     Ok(EncodedFlows::encode(&Rows::from(flows)))
 }
 
-/// Posts `batch` into a fresh `egress_bench_direct.flows`, one insert after another, for
-/// `duration` (at least one insert).
+/// Posts `batch` into a fresh `egress_bench_direct.flows` on `streams` connections side by
+/// side, one insert after another on each, for `duration` (at least one insert each).
 pub fn measure(
     http_port: u16,
     server_pid: Option<u32>,
     batch: &EncodedFlows,
     duration: Duration,
+    streams: usize,
 ) -> Result<DirectIngest> {
     let drop = format!("DROP DATABASE IF EXISTS {DIRECT_DATABASE}");
     let (status, answer) = http_post(http_port, "/", drop.as_bytes())?;
@@ -121,20 +126,33 @@ pub fn measure(
     let server_cpu = || server_pid.and_then(crate::procstat::process_cpu_seconds);
     let cpu_before = server_cpu();
     let start = Instant::now();
-    let mut batches = 0u64;
-    while batches == 0 || start.elapsed() < duration {
-        let (status, answer) = http_post(http_port, &insert, body)?;
-        if status != 200 {
-            bail!("direct insert: {}", String::from_utf8_lossy(&answer));
+    let post_for_duration = || -> Result<u64> {
+        let mut batches = 0u64;
+        while batches == 0 || start.elapsed() < duration {
+            let (status, answer) = http_post(http_port, &insert, body)?;
+            if status != 200 {
+                bail!("direct insert: {}", String::from_utf8_lossy(&answer));
+            }
+            batches += 1;
         }
-        batches += 1;
-    }
+        Ok(batches)
+    };
+    let batches = std::thread::scope(|scope| {
+        let posters: Vec<_> = (0..streams.max(1))
+            .map(|_| scope.spawn(post_for_duration))
+            .collect();
+        posters
+            .into_iter()
+            .map(|poster| poster.join().expect("a direct insert stream panicked"))
+            .sum::<Result<u64>>()
+    })?;
     let elapsed = start.elapsed();
     let server_cpu_seconds = server_cpu()
         .zip(cpu_before)
         .map(|(after, before)| (after - before).max(0.0));
     let (_, _) = http_post(http_port, "/", drop.as_bytes())?;
     Ok(DirectIngest {
+        streams: streams.max(1),
         rows: batch.rows as u64 * batches,
         batches,
         elapsed,
