@@ -1,9 +1,10 @@
 //! Disk spool: closed batches that ClickHouse cannot take now, kept on disk in order until it can.
 //!
 //! In: [`Batch`]es from the sink writer ([`crate::sink::SinkWriter`]) when an insert failed with
-//! a retryable error, when the spool already holds older batches (order is kept), when the
-//! schema is not ready yet, or when the writer's input queue is more than half full (ClickHouse
-//! slower than the input). Out: the same batches, oldest first, for the writer to replay.
+//! a retryable error, when the schema is not ready yet or a retry is pending, or when ClickHouse
+//! is slower than the input (every insert slot busy and a batch waiting). Out: the same
+//! batches, oldest first, for the writer to replay ([`Spool::oldest_except`] skips the ones
+//! already being replayed when several inserts are in flight).
 //!
 //! **Format.** One batch per segment file `<sequence>.seg` (20 digits, so names sort in order):
 //! an 8-byte magic `EGSPOOL1`, the table kind (1 flows, 2 interface counters, 3 exporter

@@ -20,7 +20,6 @@
 
 pub mod clickhouse;
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
@@ -227,10 +226,10 @@ impl SinkWriter {
     /// nothing new is sent.
     ///
     /// The input keeps moving during every insert, however long ClickHouse takes: while every
-    /// slot is busy, as many batches as there are slots wait in memory for the next free ones,
-    /// any further one goes to the spool. (Near the server's limit, a batch that went to the
-    /// spool costs the collector a write, a sync and a read that the server's CPU needs; one
-    /// waiting batch per slot keeps a server that is just keeping up off the disk.) So a slow server fills the spool, not the queues in
+    /// slot is busy, the first batch that arrives waits in memory for the next free one, any
+    /// further one goes to the spool. (One waiting batch per slot took a little more near the
+    /// server's limit, but a batch is about 15 MB at 100,000 rows, and the peak RSS went past
+    /// 150 MiB; see the README's performance section.) So a slow server fills the spool, not the queues in
     /// front of it (which would drop records once full). Batches are therefore not always
     /// inserted in the order they were closed (nor finish in the order they were sent, with
     /// several in flight); nothing in the schema depends on that order.
@@ -258,7 +257,7 @@ impl SinkWriter {
         let mut backoff = Backoff::new(&self.config);
         // Set once the input has ended: replay stops then.
         let mut deadline: Option<Instant> = None;
-        let mut waiting: VecDeque<Batch> = VecDeque::with_capacity(slots);
+        let mut waiting: Option<Batch> = None;
         let mut in_flight: FuturesUnordered<Insert<'_>> = FuturesUnordered::new();
         // Sequence numbers of the spooled batches in flight.
         let mut replaying: Vec<u64> = Vec::new();
@@ -273,7 +272,7 @@ impl SinkWriter {
         loop {
             let may_insert = is_ready && backoff.due();
             while may_insert && in_flight.len() < slots {
-                if let Some(batch) = waiting.pop_front().or_else(|| input.try_recv().ok()) {
+                if let Some(batch) = waiting.take().or_else(|| input.try_recv().ok()) {
                     in_flight.push(self.start(Origin::Fresh, batch));
                     continue;
                 }
@@ -293,7 +292,7 @@ impl SinkWriter {
                 }
             }
             if !may_insert {
-                while let Some(batch) = waiting.pop_front() {
+                if let Some(batch) = waiting.take() {
                     self.spool_or_retry(&mut spool, batch, &shutdown).await;
                 }
             }
@@ -314,7 +313,7 @@ impl SinkWriter {
                     None => {
                         deadline = Some(Instant::now() + Duration::from_secs(self.config.shutdown_timeout_seconds));
                     }
-                    Some(batch) if waiting.len() < slots => waiting.push_back(batch),
+                    Some(batch) if waiting.is_none() => waiting = Some(batch),
                     Some(batch) => self.spool_or_retry(&mut spool, batch, &shutdown).await,
                 },
                 () = sleep_until_or_forever(wake) => {}
