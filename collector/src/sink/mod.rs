@@ -227,12 +227,12 @@ impl SinkWriter {
     ///
     /// The input keeps moving during every insert, however long ClickHouse takes: while every
     /// slot is busy, the first batch that arrives waits in memory for the next free one, any
-    /// further one goes to the spool. (One waiting batch per slot took a little more near the
-    /// server's limit, but a batch is about 15 MB at 100,000 rows, and the peak RSS went past
-    /// 150 MiB; see the README's performance section.) So a slow server fills the spool, not the queues in
-    /// front of it (which would drop records once full). Batches are therefore not always
-    /// inserted in the order they were closed (nor finish in the order they were sent, with
-    /// several in flight); nothing in the schema depends on that order.
+    /// further one goes to the spool. So a slow server fills the spool, not the queues in front
+    /// of it (which would drop records once full). Batches are therefore not always inserted in
+    /// the order they were closed (nor finish in the order they were sent, with several in
+    /// flight); nothing in the schema depends on that order. (One waiting batch per slot took a
+    /// little more near the server's limit, but a batch is about 15 MB at 100,000 rows, and the
+    /// peak RSS went past 150 MiB; see the README's performance section.)
     ///
     /// Fresh batches go before the spool's: after one slow insert, only the batches that
     /// arrived meanwhile take the trip through the disk (written, synced, read back), and the
