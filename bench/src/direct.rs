@@ -13,8 +13,8 @@
 //!
 //! One HTTP request per batch, one after another on each of one or more insert streams (Egress
 //! keeps `batch.inserts_in_flight` inserts in flight, two by default; the benchmark measures one
-//! stream and two and takes the faster as the reference); the body is not compressed (Egress
-//! compresses with LZ4), so this measures the server, not the network.
+//! stream and two and prints the ClickHouse sink's ratio against each); the body is not
+//! compressed (Egress compresses with LZ4), so this measures the server, not the network.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

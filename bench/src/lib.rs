@@ -48,7 +48,7 @@ const SETTLE: Duration = Duration::from_secs(1);
 pub const DIRECT_STREAMS: [usize; 2] = [1, 2];
 
 /// The fastest of the direct ingest measurements.
-pub fn fastest(measured: &[DirectIngest]) -> Option<&DirectIngest> {
+fn fastest(measured: &[DirectIngest]) -> Option<&DirectIngest> {
     measured
         .iter()
         .max_by(|a, b| a.rows_per_second().total_cmp(&b.rows_per_second()))
