@@ -227,7 +227,11 @@ def main():
             q(f"OPTIMIZE TABLE egress.flows_1h_{name} FINAL")
         check_hours(q, flows, closed_hour, "after merges")
 
-        for start, end in ((closed_hour, closed_hour + 3600), (now - 3600, now + 60)):
+        # The last hour up to a minute past now, but never ending inside the current hour's
+        # two generated minutes: in the first minute of an hour, now + 60 would cut minute 1,
+        # which the rollup holds whole and the raw flows' range only in part.
+        last_hour_end = max(now + 60, current_hour + 120)
+        for start, end in ((closed_hour, closed_hour + 3600), (now - 3600, last_hour_end)):
             on_rollup = q(rates_query.replace("?", str(start), 1).replace("?", str(end), 1))
             on_flows = q(
                 "SELECT toStartOfMinute(time_received) AS minute, egress_path, "
