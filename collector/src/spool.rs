@@ -339,14 +339,9 @@ impl Spool {
         Ok(evicted)
     }
 
-    /// The oldest batch, read back and verified. A corrupt segment is set aside (renamed
-    /// `.bad`, counted) and the next one is tried. `None` when the spool is empty.
-    pub fn oldest(&mut self) -> Result<Option<Spooled>> {
-        self.oldest_except(&[])
-    }
-
     /// The oldest batch whose sequence is not in `skip` (the ones being replayed already, when
-    /// several inserts are in flight), read back and verified as [`Spool::oldest`] does.
+    /// several inserts are in flight), read back and verified. A corrupt segment is set aside
+    /// (renamed `.bad`, counted) and the next one is tried. `None` when there is none.
     pub fn oldest_except(&mut self, skip: &[u64]) -> Result<Option<Spooled>> {
         let mut index = 0;
         while let Some(segment) = self.segments.get(index).cloned() {
