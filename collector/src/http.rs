@@ -30,16 +30,16 @@ async fn render_metrics(State(metrics): State<Metrics>) -> impl IntoResponse {
     )
 }
 
-/// Binds `address` and serves [`router`] in the background; returns the bound address.
-pub async fn serve(
-    address: SocketAddr,
-    metrics: Metrics,
-    shutdown: CancellationToken,
-) -> anyhow::Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind(address).await.map_err(|e| {
+/// Binds the metrics endpoint's address (a bad one stops the start before anything runs);
+/// [`serve`] answers on it later.
+pub async fn bind(address: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(address).await.map_err(|e| {
         anyhow::anyhow!("cannot listen for metrics on {address} (key: collector.metrics_listen): {e}")
-    })?;
-    let bound = listener.local_addr()?;
+    })
+}
+
+/// Serves [`router`] on `listener` in the background until `shutdown`.
+pub fn serve(listener: tokio::net::TcpListener, metrics: Metrics, shutdown: CancellationToken) {
     tokio::spawn(async move {
         let server =
             axum::serve(listener, router(metrics)).with_graceful_shutdown(shutdown.cancelled_owned());
@@ -47,7 +47,6 @@ pub async fn serve(
             error!(error = %e, "metrics endpoint stopped");
         }
     });
-    Ok(bound)
 }
 
 #[cfg(test)]

@@ -94,8 +94,16 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         "collector listening"
     );
 
-    let metrics_address = match config.collector.metrics_listen {
-        Some(address) => Some(crate::http::serve(address, metrics.clone(), shutdown.clone()).await?),
+    // Bound now, answered once the workers receive: the endpoint is the collector's readiness
+    // (a load balancer or a benchmark that starts sending when it answers must not find
+    // sockets that nobody drains yet; at 180 k datagrams/s the 4 MiB receive buffers of a
+    // start still in progress overflowed within 40 ms).
+    let metrics_listener = match config.collector.metrics_listen {
+        Some(address) => Some(crate::http::bind(address).await?),
+        None => None,
+    };
+    let metrics_address = match &metrics_listener {
+        Some(listener) => Some(listener.local_addr()?),
         None => None,
     };
 
@@ -184,6 +192,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         }
         .run(batch_rx, shutdown.clone()),
     );
+
+    if let Some(listener) = metrics_listener {
+        crate::http::serve(listener, metrics.clone(), shutdown.clone());
+    }
 
     let stop = shutdown.clone();
     let final_metrics = metrics.clone();
