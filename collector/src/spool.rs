@@ -289,7 +289,7 @@ impl Spool {
     pub fn append(&mut self, batch: &Batch) -> Result<Evicted> {
         let (kind, rows, payload) = match batch {
             Batch::Flows(rows) => (1, rows.len(), postcard::to_stdvec(rows).map(Cow::Owned)),
-            Batch::EncodedFlows(encoded) => (4, encoded.rows, Ok(Cow::Borrowed(encoded.bytes.as_slice()))),
+            Batch::EncodedFlows(encoded) => (4, encoded.rows, Ok(Cow::Borrowed(&encoded.bytes[..]))),
             Batch::Counters(rows) => (2, rows.len(), postcard::to_stdvec(rows).map(Cow::Owned)),
             Batch::Stats(rows) => (3, rows.len(), postcard::to_stdvec(rows).map(Cow::Owned)),
         };
@@ -411,7 +411,7 @@ fn parse_header(header: &[u8], file_size: u64) -> Option<(u8, u32, u64)> {
 
 /// The batch of a segment; `None` when it is corrupt.
 fn read_segment(path: &Path) -> Result<Option<Batch>> {
-    let mut bytes = fs::read(path).map_err(io(path))?;
+    let bytes = fs::read(path).map_err(io(path))?;
     let Some((kind, rows, _)) = bytes
         .get(..HEADER_BYTES)
         .and_then(|h| parse_header(h, bytes.len() as u64))
@@ -426,11 +426,11 @@ fn read_segment(path: &Path) -> Result<Option<Batch>> {
     let batch = match kind {
         1 => postcard::from_bytes(payload).map(Batch::Flows),
         4 => {
-            // The RowBinary bytes are the payload itself: kept without a copy.
-            bytes.drain(..HEADER_BYTES);
+            // The RowBinary bytes are the payload itself: a slice of the segment as read, not
+            // a copy (draining the header moved every byte of it).
             return Ok(Some(Batch::EncodedFlows(EncodedFlows {
                 rows: rows as usize,
-                bytes,
+                bytes: bytes::Bytes::from(bytes).slice(HEADER_BYTES..),
             })));
         }
         2 => postcard::from_bytes(payload).map(Batch::Counters),

@@ -243,11 +243,11 @@ impl ClickHouseSink {
         }
         let fail = |error| SinkError::from_client(table, error);
         let mut insert = self.flows_insert(table);
-        for frame in encoded.bytes.chunks(SEND_CHUNK_BYTES) {
-            insert
-                .send(bytes::Bytes::copy_from_slice(frame))
-                .await
-                .map_err(fail)?;
+        // Frames are slices of the batch's shared bytes: nothing is copied before compression.
+        let total = encoded.bytes.len();
+        for start in (0..total).step_by(SEND_CHUNK_BYTES) {
+            let frame = encoded.bytes.slice(start..total.min(start + SEND_CHUNK_BYTES));
+            insert.send(frame).await.map_err(fail)?;
         }
         insert.end().await.map_err(fail)
     }
