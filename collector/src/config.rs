@@ -160,8 +160,9 @@ impl CollectorConfig {
 
     /// What the collector's memory for records in flight stays within, in bytes (estimated,
     /// see [`RECORD_BYTES_ESTIMATE`]): the queue, plus the batches past it (one open batch per
-    /// table, two in the writer's queue, one waiting in the writer, `batch.inserts_in_flight`
-    /// being inserted, [`crate::batch::SPARE_BUFFERS`] freed batch buffers kept for reuse,
+    /// table, two in the writer's queue, [`crate::sink::WAITING_BATCHES`] waiting in the writer,
+    /// `batch.inserts_in_flight` being inserted, [`crate::batch::SPARE_BUFFERS`] freed batch
+    /// buffers kept for reuse,
     /// each at most `batch.max_rows` or `batch.max_bytes`). The process adds its fixed
     /// footprint (code, runtime, buffers).
     pub fn memory_bound_bytes(&self, batch: &BatchConfig) -> usize {
@@ -169,7 +170,8 @@ impl CollectorConfig {
         let per_batch = batch
             .max_bytes
             .min(batch.max_rows.saturating_mul(RECORD_BYTES_ESTIMATE));
-        queue + (6 + crate::batch::SPARE_BUFFERS + batch.inserts_in_flight) * per_batch
+        let fixed = 5 + crate::sink::WAITING_BATCHES + crate::batch::SPARE_BUFFERS;
+        queue + (fixed + batch.inserts_in_flight) * per_batch
     }
 }
 
@@ -633,7 +635,7 @@ mod tests {
         collector.max_queue_bytes = 10_000 * RECORD_BYTES_ESTIMATE;
         assert_eq!(
             collector.memory_bound_bytes(&batch),
-            (10_000 + (6 + 2 + 2) * 100) * RECORD_BYTES_ESTIMATE
+            (10_000 + (5 + 2 + 1 + 2) * 100) * RECORD_BYTES_ESTIMATE
         );
         let error = Config::load(None, no_env(), &["collector.max_queue_bytes=1000".to_owned()])
             .expect_err("below one chunk")
