@@ -235,10 +235,10 @@ impl SinkWriter {
     ///
     /// The input keeps moving during every insert, however long ClickHouse takes: while every
     /// slot is busy, the first [`WAITING_BATCHES`] batches that arrive wait in memory for the
-    /// next free ones, any further one goes to the spool. So a slow server fills the spool, not the queues in front
-    /// of it (which would drop records once full). Batches are therefore not always inserted in
-    /// the order they were closed (nor finish in the order they were sent, with several in
-    /// flight); nothing in the schema depends on that order.
+    /// next free ones, any further one goes to the spool. So a slow server fills the spool, not
+    /// the queues in front of it (which would drop records once full). Batches are therefore
+    /// not always inserted in the order they were closed (nor finish in the order they were
+    /// sent, with several in flight); nothing in the schema depends on that order.
     ///
     /// Fresh batches go before the spool's: after one slow insert, only the batches that
     /// arrived meanwhile take the trip through the disk (written, synced, read back), and the

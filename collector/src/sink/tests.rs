@@ -92,6 +92,18 @@ async fn run_writer(slots: usize) -> (Arc<Seen>, Metrics, usize) {
     for i in 0..4 {
         spool.append(&batch(i * 100)).expect("append");
     }
+    let (writer, metrics) = spooled_writer(url, spool, slots);
+    let (input, receiver) = mpsc::channel(2);
+    input.send(batch(400)).await.expect("send");
+    input.send(batch(500)).await.expect("send");
+    drop(input);
+    run_to_end(writer, receiver).await;
+    let left = Spool::open(&spool_config).expect("reopen").batches();
+    (seen, metrics, left)
+}
+
+/// A writer with `spool` and `slots` inserts in flight to the server at `url`.
+fn spooled_writer(url: String, spool: Spool, slots: usize) -> (SinkWriter, Metrics) {
     let client = ::clickhouse::Client::default()
         .with_url(url)
         .with_validation(false)
@@ -107,18 +119,16 @@ async fn run_writer(slots: usize) -> (Arc<Seen>, Metrics, usize) {
         schema_ready: None,
         spool: Some(spool),
     };
-    let (input, receiver) = mpsc::channel(2);
-    input.send(batch(400)).await.expect("send");
-    input.send(batch(500)).await.expect("send");
-    drop(input);
+    (writer, metrics)
+}
+
+async fn run_to_end(writer: SinkWriter, input: mpsc::Receiver<Batch>) {
     tokio::time::timeout(
         Duration::from_secs(20),
-        writer.run(receiver, CancellationToken::new()),
+        writer.run(input, CancellationToken::new()),
     )
     .await
     .expect("the writer finishes once its input has ended and the spool is replayed");
-    let left = Spool::open(&spool_config).expect("reopen").batches();
-    (seen, metrics, left)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -141,4 +151,34 @@ async fn one_slot_sends_one_insert_at_a_time() {
     assert_eq!(seen.most_open.load(Ordering::SeqCst), 1);
     assert_eq!(metrics.records_written.get(), 600);
     assert_eq!(left, 0);
+}
+
+/// While the one slot is busy (the server holds each insert 300 ms), the first
+/// [`WAITING_BATCHES`] batches that arrive wait in memory and only the next one goes to disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_beyond_the_waiting_ones_go_to_the_spool() {
+    let (url, seen) = holding_server(2).await;
+    let spool_dir = tempfile::tempdir().expect("tempdir");
+    let spool_config = SpoolConfig {
+        enabled: true,
+        dir: spool_dir.path().to_owned(),
+        ..SpoolConfig::default()
+    };
+    let spool = Spool::open(&spool_config).expect("spool");
+    let (writer, metrics) = spooled_writer(url, spool, 1);
+    let sent = 2 + WAITING_BATCHES as u64;
+    let (input, receiver) = mpsc::channel(8);
+    for i in 0..sent {
+        input.send(batch(i * 100)).await.expect("send");
+    }
+    drop(input);
+    run_to_end(writer, receiver).await;
+    assert_eq!(seen.answered.load(Ordering::SeqCst) as u64, sent);
+    assert_eq!(
+        metrics.records_spooled.get(),
+        100,
+        "one batch went through the disk"
+    );
+    assert_eq!(metrics.records_written.get(), sent * 100);
+    assert_eq!(Spool::open(&spool_config).expect("reopen").batches(), 0);
 }
