@@ -102,11 +102,11 @@ fn blocking<T>(work: impl FnOnce() -> T) -> T {
 }
 
 /// Batches that wait in memory for a free insert slot (see [`SinkWriter::run_spooled`]). Two:
-/// near the server's limit, with one, every third batch or so took the trip through the disk
-/// (written, read back: 14 % of the collector's CPU at 0.8 M sFlow samples/s), and sFlow into
-/// ClickHouse lost rows at 0.85 M samples/s where with two it stored all of 0.9 M. A batch is
-/// 15-18 MB at 100,000 rows; peak RSS at 0.95 M IPFIX rows/s was 117-137 MiB with two waiting
-/// and one spare buffer (see [`crate::batch::SPARE_BUFFERS`]), 155 MiB with two spare.
+/// near the server's limit, with one, the batches that found it taken went through the disk
+/// (written, read back: 14 % of the collector's CPU at 0.8 M sFlow samples/s); with two, sFlow
+/// into ClickHouse stored all of 0.9 M samples/s. A batch is 15-18 MB at 100,000 rows; peak RSS
+/// at 0.95 M IPFIX rows/s was 117-137 MiB with two waiting and one spare buffer (see
+/// [`crate::batch::SPARE_BUFFERS`]), 155 MiB with two spare.
 pub const WAITING_BATCHES: usize = 2;
 
 impl SinkWriter {
