@@ -83,11 +83,7 @@ fn batch(first: u64) -> Batch {
 async fn run_writer(slots: usize) -> (Arc<Seen>, Metrics, usize) {
     let (url, seen) = holding_server(2).await;
     let spool_dir = tempfile::tempdir().expect("tempdir");
-    let spool_config = SpoolConfig {
-        enabled: true,
-        dir: spool_dir.path().to_owned(),
-        ..SpoolConfig::default()
-    };
+    let spool_config = spool_in(&spool_dir);
     let mut spool = Spool::open(&spool_config).expect("spool");
     for i in 0..4 {
         spool.append(&batch(i * 100)).expect("append");
@@ -100,6 +96,15 @@ async fn run_writer(slots: usize) -> (Arc<Seen>, Metrics, usize) {
     run_to_end(writer, receiver).await;
     let left = Spool::open(&spool_config).expect("reopen").batches();
     (seen, metrics, left)
+}
+
+/// A spool in `dir`.
+fn spool_in(dir: &tempfile::TempDir) -> SpoolConfig {
+    SpoolConfig {
+        enabled: true,
+        dir: dir.path().to_owned(),
+        ..SpoolConfig::default()
+    }
 }
 
 /// A writer with `spool` and `slots` inserts in flight to the server at `url`.
@@ -159,11 +164,7 @@ async fn one_slot_sends_one_insert_at_a_time() {
 async fn batches_beyond_the_waiting_ones_go_to_the_spool() {
     let (url, seen) = holding_server(2).await;
     let spool_dir = tempfile::tempdir().expect("tempdir");
-    let spool_config = SpoolConfig {
-        enabled: true,
-        dir: spool_dir.path().to_owned(),
-        ..SpoolConfig::default()
-    };
+    let spool_config = spool_in(&spool_dir);
     let spool = Spool::open(&spool_config).expect("spool");
     let (writer, metrics) = spooled_writer(url, spool, 1);
     let sent = 2 + WAITING_BATCHES as u64;
