@@ -162,15 +162,16 @@ impl CollectorConfig {
     /// see [`RECORD_BYTES_ESTIMATE`]): the queue, plus the batches past it (one open batch per
     /// table, two in the writer's queue, [`crate::sink::WAITING_BATCHES`] waiting in the writer,
     /// `batch.inserts_in_flight` being inserted, [`crate::batch::SPARE_BUFFERS`] freed batch
-    /// buffers kept for reuse,
-    /// each at most `batch.max_rows` or `batch.max_bytes`). The process adds its fixed
-    /// footprint (code, runtime, buffers).
+    /// buffers kept for reuse, each at most `batch.max_rows` or `batch.max_bytes`). The process
+    /// adds its fixed footprint (code, runtime, buffers).
     pub fn memory_bound_bytes(&self, batch: &BatchConfig) -> usize {
         let queue = self.queue_capacity_chunks() * self.chunk_records * RECORD_BYTES_ESTIMATE;
         let per_batch = batch
             .max_bytes
             .min(batch.max_rows.saturating_mul(RECORD_BYTES_ESTIMATE));
-        let fixed = 5 + crate::sink::WAITING_BATCHES + crate::batch::SPARE_BUFFERS;
+        // Open batches of the three tables (flows, counters, exporter stats), the writer's
+        // queue of two (`pipeline::start`).
+        let fixed = 3 + 2 + crate::sink::WAITING_BATCHES + crate::batch::SPARE_BUFFERS;
         queue + (fixed + batch.inserts_in_flight) * per_batch
     }
 }
